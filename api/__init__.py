@@ -1,0 +1,1 @@
+"""HTTP API for crews, dispatchers and third parties; Open311 GeoReport v2; OpenAPI."""

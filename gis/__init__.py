@@ -1,0 +1,1 @@
+"""City packs (real geometry), the unit grid, jurisdiction lookup, nearest/fastest crew on the road graph."""

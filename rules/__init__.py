@@ -1,0 +1,1 @@
+"""Detection, pure: rule catalogue, evaluators with small state objects, incident lifecycle, correlation."""

@@ -1,0 +1,1 @@
+"""Device fleet and crew simulators, scenarios and replays, speaking real MQTT."""
