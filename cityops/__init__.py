@@ -1,0 +1,1 @@
+"""The cityops shell: the command line, the one settings object and the local service supervisor."""

@@ -1,0 +1,147 @@
+"""The one settings object. Built once, by the CLI, from ``CITYOPS_``-prefixed environment variables.
+
+Nested sections use ``__``: ``CITYOPS_MQTT__PORT=1884``, ``CITYOPS_DB__PASSWORD=...``. Library code receives the
+section it needs as an argument and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cityops.paths import DEFAULT_STATE_DIR
+
+Host = str
+Port = int
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MqttSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = Field(1883, ge=1, le=65535)
+    tls_port: Port = Field(8883, ge=1, le=65535, description="TLS listener for devices in the field")
+    ingest_username: str = "cityops-ingest"
+    ingest_password: SecretStr
+    dispatch_username: str = "cityops-dispatch"
+    dispatch_password: SecretStr
+    observer_username: str = "cityops-observer"
+    observer_password: SecretStr
+    keepalive_s: int = Field(30, ge=5)
+    max_payload_bytes: int = Field(65536, ge=256, description="broker-side limit; ingest applies its own too")
+
+
+class KafkaSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = Field(9092, ge=1, le=65535)
+    controller_port: Port = Field(9093, ge=1, le=65535, description="KRaft controller listener (local broker)")
+    heap: str = Field("768m", pattern=r"^\d+[mg]$")
+    client_id: str = "cityops"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class DbSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = Field(5433, ge=1, le=65535)
+    name: str = "cityops"
+    user: str = "cityops"
+    password: SecretStr
+    timescale: Literal["auto", "on", "off"] = Field(
+        "auto", description="use TimescaleDB when the extension is available (auto), require it (on) or not (off)"
+    )
+    pool_min: int = Field(1, ge=1)
+    pool_max: int = Field(8, ge=1)
+
+    def conninfo(self) -> str:
+        """A libpq connection string; the password is revealed only here, where the driver needs it."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.name,
+            user=self.user,
+            password=self.password.get_secret_value(),
+            application_name="cityops",
+        )
+
+
+class ApiSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = Field(8000, ge=1, le=65535)
+    token_secret: SecretStr
+
+
+class DashboardSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = Field(8050, ge=1, le=65535)
+    session_secret: SecretStr
+    tiles_url: str | None = Field(None, description="optional XYZ base-map tiles; the map works without them")
+    refresh_s: float = Field(5.0, gt=0)
+
+
+class ServicesSettings(_Section):
+    """How the local supervisor runs the real services from the machine's packages."""
+
+    start_timeout_s: float = Field(90.0, gt=0)
+    stop_timeout_s: float = Field(30.0, gt=0)
+    pg_bindir: Path = Path("/usr/lib/postgresql/15/bin")
+    mosquitto_bin: str = "mosquitto"
+    java_bin: str = "java"
+    mvn_bin: str = "mvn"
+    kafka_libs_dir: Path = Field(DEFAULT_STATE_DIR / "kafka-libs", description="shared by every state folder")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CITYOPS_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    mqtt: MqttSettings
+    kafka: KafkaSettings = KafkaSettings()
+    db: DbSettings
+    api: ApiSettings
+    dashboard: DashboardSettings
+    services: ServicesSettings = ServicesSettings()
+
+
+def explain_settings_error(error: ValidationError) -> str:
+    """Each problem with the environment it comes from, e.g. ``CITYOPS_DB__PASSWORD: required, not set``."""
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        if problem["type"] == "missing":
+            names = _required_variables(location)
+            lines.append(f"{', '.join(names)}: required, not set")
+        else:
+            variable = "CITYOPS_" + "__".join(part.upper() for part in location)
+            lines.append(f"{variable}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def _required_variables(location: list[str]) -> list[str]:
+    """A missing section is reported by pydantic as one error; name each required variable inside it."""
+    model: type[BaseModel] = Settings
+    for part in location:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return ["CITYOPS_" + "__".join(p.upper() for p in location)]
+    prefix = "CITYOPS_" + "__".join(p.upper() for p in location)
+    return [f"{prefix}__{name.upper()}" for name, field in model.model_fields.items() if field.is_required()]

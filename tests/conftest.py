@@ -1,0 +1,46 @@
+"""Settings for tests: a state folder and ports of their own, so a running demo is never touched."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from cityops.paths import DEFAULT_STATE_DIR
+from cityops.settings import (
+    ApiSettings,
+    DashboardSettings,
+    DbSettings,
+    KafkaSettings,
+    MqttSettings,
+    Settings,
+)
+
+
+def make_settings(state_dir: Path, port_base: int) -> Settings:
+    """Settings for an isolated instance: every port is ``port_base`` + a fixed offset, secrets are random."""
+
+    def secret() -> SecretStr:
+        return SecretStr(secrets.token_urlsafe(16))
+
+    return Settings(
+        state_dir=state_dir,
+        mqtt=MqttSettings(
+            port=port_base + 883,
+            tls_port=port_base + 884,
+            ingest_password=secret(),
+            dispatch_password=secret(),
+            observer_password=secret(),
+        ),
+        kafka=KafkaSettings(port=port_base + 92, controller_port=port_base + 93, heap="512m"),
+        db=DbSettings(port=port_base + 433, password=secret()),
+        api=ApiSettings(port=port_base + 800, token_secret=secret()),
+        dashboard=DashboardSettings(port=port_base + 850, session_secret=secret()),
+    )
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return make_settings(DEFAULT_STATE_DIR / "test", 21000)
