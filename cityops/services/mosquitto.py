@@ -1,0 +1,211 @@
+"""Mosquitto from Debian's package: authentication on, per-identity ACL, optional TLS listener."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import string
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from cityops.paths import INFRA_DIR
+from cityops.services.base import (
+    Health,
+    ManagedService,
+    chown_tree,
+    require_binary,
+    running_as_root,
+    system_user_exists,
+)
+from ingest.broker_auth import (
+    AccountKind,
+    BrokerAccount,
+    ServiceRole,
+    hash_password,
+    render_acl_file,
+    render_password_file,
+    service_account,
+)
+
+_INSTALL = "sudo apt-get install -y mosquitto mosquitto-clients   (or: make install)"
+
+
+class Mosquitto(ManagedService):
+    name = "mosquitto"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        mqtt_settings = self.settings.mqtt
+        return (mqtt_settings.port, mqtt_settings.tls_port) if self.tls_ready else (mqtt_settings.port,)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def tls_ready(self) -> bool:
+        return all((self.tls_dir / name).exists() for name in ("ca.crt", "server.crt", "server.key"))
+
+    @property
+    def registry_path(self) -> Path:
+        return self.home / "registry.json"
+
+    def check_installed(self) -> None:
+        require_binary(self.name, self.settings.services.mosquitto_bin, _INSTALL)
+
+    # -- configuration -------------------------------------------------------------------------------------
+    def service_accounts(self) -> list[BrokerAccount]:
+        mqtt_settings = self.settings.mqtt
+        return [
+            service_account(
+                ServiceRole.INGEST,
+                mqtt_settings.ingest_username,
+                hash_password(mqtt_settings.ingest_password.get_secret_value()),
+            ),
+            service_account(
+                ServiceRole.DISPATCH,
+                mqtt_settings.dispatch_username,
+                hash_password(mqtt_settings.dispatch_password.get_secret_value()),
+            ),
+            service_account(
+                ServiceRole.OBSERVER,
+                mqtt_settings.observer_username,
+                hash_password(mqtt_settings.observer_password.get_secret_value()),
+            ),
+        ]
+
+    def registry_accounts(self) -> list[BrokerAccount]:
+        """Device and crew accounts last written by provisioning (see :meth:`set_registry_accounts`)."""
+        if not self.registry_path.exists():
+            return []
+        from ingest.broker_auth import crew_account, device_account
+
+        builders = {AccountKind.DEVICE.value: device_account, AccountKind.CREW.value: crew_account}
+        rows = json.loads(self.registry_path.read_text())
+        return [builders[row["kind"]](row["username"], row["password_hash"]) for row in rows]
+
+    def set_registry_accounts(self, accounts: Iterable[BrokerAccount]) -> None:
+        """Replace the device and crew accounts, rewrite the broker's files and reload it if it runs.
+
+        Mosquitto re-reads its password and ACL files on SIGHUP without dropping connected clients.
+        """
+        rows = [
+            {"username": a.username, "password_hash": a.password_hash, "kind": a.kind.value}
+            for a in accounts
+            if a.kind is not AccountKind.SERVICE
+        ]
+        self.home.mkdir(parents=True, exist_ok=True)
+        _write_private(self.registry_path, json.dumps(rows))
+        self.write_auth_files()
+        self.reload()
+
+    def write_auth_files(self) -> None:
+        accounts = self.service_accounts() + self.registry_accounts()
+        _write_private(self.home / "passwd", render_password_file(accounts))
+        _write_private(self.home / "acl", render_acl_file(accounts))
+        self._own()
+
+    def prepare(self) -> None:
+        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        self.write_auth_files()
+        mqtt_settings = self.settings.mqtt
+        tls_block = ""
+        if self.tls_ready:
+            tls_block = "\n".join(
+                [
+                    f"listener {mqtt_settings.tls_port} {mqtt_settings.host}",
+                    "protocol mqtt",
+                    f"cafile {self.tls_dir / 'ca.crt'}",
+                    f"certfile {self.tls_dir / 'server.crt'}",
+                    f"keyfile {self.tls_dir / 'server.key'}",
+                    "tls_version tlsv1.2",
+                ]
+            )
+        # When started as root Mosquitto drops to its own user; the state folder is handed to that user.
+        user_line = "user mosquitto" if running_as_root() and system_user_exists("mosquitto") else ""
+        template = string.Template((INFRA_DIR / "mosquitto" / "mosquitto.conf.tmpl").read_text())
+        config = template.substitute(
+            home=self.home,
+            host=mqtt_settings.host,
+            port=mqtt_settings.port,
+            max_packet_size=mqtt_settings.max_payload_bytes + 1024,
+            user_line=user_line,
+            tls_block=tls_block,
+        )
+        (self.home / "mosquitto.conf").write_text(config)
+        self._own()
+
+    def _own(self) -> None:
+        if running_as_root() and system_user_exists("mosquitto"):
+            chown_tree(self.home, "mosquitto")
+
+    def spawn(self) -> None:
+        binary = require_binary(self.name, self.settings.services.mosquitto_bin, _INSTALL)
+        self._popen([binary, "-c", str(self.home / "mosquitto.conf")])
+
+    def reload(self) -> bool:
+        pid = self.recorded_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGHUP)
+        return True
+
+    # -- health --------------------------------------------------------------------------------------------
+    def probe(self) -> Health:
+        """Connect with the observer account over MQTT 5: proves the listener, authentication and the ACL file."""
+        mqtt_settings = self.settings.mqtt
+        return mqtt_connect_probe(
+            host=mqtt_settings.host,
+            port=mqtt_settings.port,
+            username=mqtt_settings.observer_username,
+            password=mqtt_settings.observer_password.get_secret_value(),
+        )
+
+
+def mqtt_connect_probe(*, host: str, port: int, username: str, password: str, timeout_s: float = 3.0) -> Health:
+    outcome: dict[str, str] = {}
+    done = threading.Event()
+
+    def on_connect(
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        outcome["reason"] = str(reason_code)
+        outcome["ok"] = "yes" if not reason_code.is_failure else ""
+        done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id="")
+    client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError as error:
+        return Health(False, f"cannot connect to {host}:{port}: {error}")
+    client.loop_start()
+    try:
+        if not done.wait(timeout_s):
+            return Health(False, f"no CONNACK from {host}:{port} within {timeout_s}s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if outcome.get("ok"):
+        return Health(True, f"MQTT 5 login as {username} accepted")
+    return Health(False, f"MQTT login as {username} refused: {outcome.get('reason')}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)

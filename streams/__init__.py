@@ -1,0 +1,1 @@
+"""The faust-streaming application: topics, agents (detect, correlate, dispatch, verify, persist), tables, timers."""
