@@ -1,0 +1,234 @@
+"""``cityops``: the one command line for everything a person runs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from cityops.paths import LOCAL_SECRETS_FILE, MIGRATIONS_DIR, REPO_ROOT
+from cityops.secrets import ensure_local_secrets
+from cityops.settings import Settings, explain_settings_error
+
+if TYPE_CHECKING:
+    from cityops.services.supervisor import Supervisor
+
+app = typer.Typer(
+    help="cityops: one-network unified city operations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+services_app = typer.Typer(help="Local Mosquitto, Kafka and PostgreSQL under the state folder.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliState:
+    settings: Settings | None = None
+
+
+def load_settings() -> Settings:
+    """Build the settings once per process: environment, then ./.env, then the generated local secrets."""
+    if CliState.settings is None:
+        ensure_local_secrets(LOCAL_SECRETS_FILE)
+        try:
+            CliState.settings = Settings(_env_file=(REPO_ROOT / ".env", LOCAL_SECRETS_FILE))
+        except ValidationError as error:
+            err_console.print(f"[red]invalid settings[/red]:\n{explain_settings_error(error)}")
+            raise typer.Exit(2) from error
+    return CliState.settings
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+Only = Annotated[list[str] | None, typer.Option("--only", help="limit to these services (repeatable)")]
+
+
+def _supervisor(only: list[str] | None) -> Supervisor:
+    from cityops.services.supervisor import SERVICE_NAMES, Supervisor
+
+    return Supervisor(load_settings(), only or SERVICE_NAMES)
+
+
+@services_app.command("up")
+def services_up(only: Only = None) -> None:
+    """Start the services that are not running and wait until each is healthy."""
+    from cityops.services.base import ServiceError
+
+    settings = load_settings()
+    try:
+        with console.status("starting services") as spinner:
+
+            def report(message: str) -> None:
+                spinner.update(message)
+                console.log(message)
+
+            _supervisor(only).up(report=report)
+    except ServiceError as error:
+        err_console.print(f"[red]error[/red]: {error}")
+        raise typer.Exit(1) from error
+    _print_status(only)
+    console.print(
+        f"MQTT  mqtt://{settings.mqtt.host}:{settings.mqtt.port}   "
+        f"Kafka {settings.kafka.bootstrap_servers}   "
+        f"PostgreSQL postgresql://{settings.db.user}@{settings.db.host}:{settings.db.port}/{settings.db.name}"
+    )
+    console.print(f"Credentials for local development are in {LOCAL_SECRETS_FILE}")
+
+
+@services_app.command("status")
+def services_status(only: Only = None) -> None:
+    """Each service with its port, pid and health. Exit code 1 if any is not healthy."""
+    if not _print_status(only):
+        raise typer.Exit(1)
+
+
+def _print_status(only: list[str] | None) -> bool:
+    table = Table(title="cityops services")
+    for column in ("service", "port", "pid", "health", "detail"):
+        table.add_column(column)
+    all_ok = True
+    for status in _supervisor(only).status():
+        all_ok &= status.health.ok
+        table.add_row(
+            status.name,
+            ",".join(str(port) for port in status.ports),
+            str(status.pid or "-"),
+            "[green]healthy[/green]" if status.health.ok else "[red]down[/red]",
+            status.health.detail,
+        )
+    console.print(table)
+    return all_ok
+
+
+@services_app.command("down")
+def services_down(only: Only = None) -> None:
+    """Stop the services this state folder started, by their recorded pids."""
+    from cityops.services.base import ServiceError
+
+    try:
+        _supervisor(only).down(report=console.log)
+    except ServiceError as error:
+        err_console.print(f"[red]error[/red]: {error}")
+        raise typer.Exit(1) from error
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the SQL migrations in infra/db that this database has not recorded yet."""
+    import psycopg
+
+    from store.migrations import MigrationError
+
+    settings = load_settings()
+    try:
+        if not _migrate(settings):
+            console.print("database schema is up to date")
+    except MigrationError as error:
+        err_console.print(f"[red]migration error[/red]: {error}")
+        raise typer.Exit(1) from error
+    except psycopg.OperationalError as error:
+        where = f"{settings.db.user}@{settings.db.host}:{settings.db.port}/{settings.db.name}"
+        err_console.print(f"[red]cannot connect[/red] to {where}: {error}\nIs it up? Try `cityops services up`.")
+        raise typer.Exit(1) from error
+
+
+def _migrate(settings: Settings) -> int:
+    from store.migrations import migrate
+
+    timescale = {"auto": None, "on": True, "off": False}[settings.db.timescale]
+    applied = migrate(settings.db.conninfo(), MIGRATIONS_DIR, timescale=timescale)
+    for migration in applied:
+        console.log(f"applied migration {migration.version:04d}_{migration.name} ({migration.variant})")
+    return len(applied)
+
+
+@app.command("init")
+def init() -> None:
+    """Prepare services cityops did not start (docker-compose, production): topics, schema, broker auth files.
+
+    The broker's password and ACL files are written under the state folder, for a Mosquitto that mounts it.
+    """
+    import asyncio
+
+    from cityops.services.kafka import ensure_topics
+    from cityops.services.mosquitto import Mosquitto
+    from streams.topology import TOPICS
+
+    settings = load_settings()
+    created = asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, TOPICS))
+    console.log(f"kafka topics created: {', '.join(created) or 'none, all present'}")
+    _migrate(settings)
+    Mosquitto(settings).write_auth_files()
+    console.log(f"broker password and ACL files written to {settings.state_dir / 'mosquitto'}")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run cityops locally: start the services, migrate, print how to reach everything; Ctrl-C stops it all."""
+    import signal
+    import time
+
+    from cityops.services.base import ServiceError
+    from cityops.services.supervisor import Supervisor
+
+    settings = load_settings()
+    supervisor = Supervisor(settings)
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    started: list[str] = []
+    try:
+        with console.status("starting cityops") as spinner:
+
+            def report(message: str) -> None:
+                spinner.update(message)
+                console.log(message)
+
+            started = supervisor.up(report=report)
+            spinner.update("migrating the database")
+            _migrate(settings)
+        _print_status(None)
+        console.print(
+            "\n[bold]cityops is up.[/bold]\n"
+            f"  MQTT        mqtt://{settings.mqtt.host}:{settings.mqtt.port}  (per-device and per-crew logins)\n"
+            f"  Kafka       {settings.kafka.bootstrap_servers}\n"
+            f"  PostgreSQL  postgresql://{settings.db.user}@{settings.db.host}:{settings.db.port}/{settings.db.name}\n"
+            f"  Secrets     {LOCAL_SECRETS_FILE}\n"
+            "Press Ctrl-C to stop."
+        )
+        while True:
+            time.sleep(1)
+    except ServiceError as error:
+        err_console.print(f"[red]error[/red]: {error}")
+        raise typer.Exit(1) from error
+    except KeyboardInterrupt:
+        console.print("\nstopping")
+    finally:
+        if started:
+            supervisor.down(report=console.log, names=started)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
