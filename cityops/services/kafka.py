@@ -131,33 +131,45 @@ class Kafka(ManagedService):
 
 
 async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> list[str]:
-    """Create the topics that do not exist yet, with their partition counts; return the names created.
+    """Create the topics that do not exist yet, with their partition counts; return the names created now.
 
-    An existing topic with fewer partitions than its spec is an error: adding partitions later would move keys
-    (devices) to other partitions and split their rule state.
+    An existing topic with another partition count than its spec is an error: adding partitions later would move
+    keys (devices) to other partitions and split their rule state.
     """
     specs = list(specs)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [spec for spec in specs if spec.name not in existing]
+        listed = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in listed]
+        created: list[str] = []
         if missing:
-            await admin.create_topics([NewTopic(s.name, s.partitions, 1, topic_configs=s.config()) for s in missing])
-        present = [spec for spec in specs if spec.name in existing]
-        if present:
-            described = await admin.describe_topics([spec.name for spec in present])
-            counts = {entry["topic"]: len(entry["partitions"]) for entry in described}
-            wrong = [
-                f"{s.name} has {counts[s.name]}, expected {s.partitions}"
-                for s in present
-                if counts[s.name] != s.partitions
-            ]
-            if wrong:
-                raise ServiceError("kafka: topics exist with the wrong partition count: " + "; ".join(wrong))
+            response = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config()) for s in missing]
+            )
+            # CreateTopics reports per-topic errors in its response rather than raising.
+            failures = []
+            for name, error_code, message in response.topic_errors:
+                if error_code == 0:
+                    created.append(name)
+                elif error_code != _TOPIC_ALREADY_EXISTS:  # created meanwhile (or listed late): checked below
+                    failures.append(f"{name}: {message or f'error code {error_code}'}")
+            if failures:
+                raise ServiceError("kafka: could not create topics: " + "; ".join(failures))
+        await _wait_for_leaders(admin, [spec.name for spec in specs])
+        described = await admin.describe_topics([spec.name for spec in specs])
+        counts = {entry["topic"]: len(entry["partitions"]) for entry in described}
+        wrong = [
+            f"{s.name} has {counts[s.name]}, expected {s.partitions}" for s in specs if counts[s.name] != s.partitions
+        ]
+        if wrong:
+            raise ServiceError("kafka: topics exist with the wrong partition count: " + "; ".join(wrong))
     finally:
         await admin.close()
-    return [spec.name for spec in missing]
+    return created
+
+
+_TOPIC_ALREADY_EXISTS = 36
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0) -> None:

@@ -45,6 +45,15 @@ async def test_ensure_topics_is_idempotent_and_refuses_a_shrunken_spec(
         await ensure_topics(settings.kafka.bootstrap_servers, [TopicSpec(name, 5, "k", "v")])
 
 
+async def test_a_topic_kafka_refuses_to_create_is_reported(supervisor: Supervisor, settings: Settings) -> None:
+    from cityops.services.base import ServiceError
+
+    with pytest.raises(ServiceError, match=r"could not create topics: test\.bad\.\w+: .*partitions"):
+        await ensure_topics(
+            settings.kafka.bootstrap_servers, [TopicSpec(f"test.bad.{uuid.uuid4().hex[:6]}", 0, "k", "v")]
+        )
+
+
 async def test_produce_and_consume_in_a_group_with_committed_offsets(
     supervisor: Supervisor, settings: Settings
 ) -> None:
