@@ -1,6 +1,6 @@
 -- cityops: no-transaction
--- Time series on TimescaleDB: hypertables, compression, retention and continuous aggregates.
--- Same tables and columns as 0004_timeseries.plain.sql. Continuous aggregates cannot be created inside a
+-- Readings and their rollups on TimescaleDB: hypertables, compression, retention and continuous aggregates.
+-- Same tables and columns as 0004_readings.plain.sql. Continuous aggregates cannot be created inside a
 -- transaction, hence the marker above: the runner executes this file statement by statement.
 
 CREATE EXTENSION IF NOT EXISTS timescaledb;
@@ -22,16 +22,6 @@ ALTER TABLE readings SET (
 );
 SELECT add_compression_policy('readings', compress_after => INTERVAL '7 days');
 SELECT add_retention_policy('readings', drop_after => INTERVAL '400 days');
-
-CREATE TABLE crew_positions (
-    ts             timestamptz NOT NULL,
-    crew_id        text NOT NULL,
-    position       geometry(Point, 4326) NOT NULL,
-    work_order_id  text,
-    PRIMARY KEY (crew_id, ts)
-);
-SELECT create_hypertable('crew_positions', by_range('ts', INTERVAL '1 day'));
-SELECT add_retention_policy('crew_positions', drop_after => INTERVAL '400 days');
 
 -- Real-time aggregates (materialized_only = false): recent minutes not yet materialized are computed on read,
 -- matching the plain path, whose rollups are current as soon as a batch commits.

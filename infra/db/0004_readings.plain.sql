@@ -1,5 +1,5 @@
--- Time series on plain PostgreSQL (no TimescaleDB on this machine).
--- Same tables and columns as 0004_timeseries.timescale.sql; rollups are ordinary tables that the persistence
+-- Readings and their rollups on plain PostgreSQL (no TimescaleDB on this machine).
+-- Same tables and columns as 0004_readings.timescale.sql; rollups are ordinary tables that the persistence
 -- agent keeps current in the same transaction as the rows it inserts (only newly inserted rows are added, so a
 -- replayed batch never counts twice). Queries bucket time with date_bin and read the rollups the same way on
 -- both paths.
@@ -15,13 +15,6 @@ CREATE TABLE readings (
 );
 CREATE INDEX readings_ts_brin ON readings USING brin (ts);
 
-CREATE TABLE crew_positions (
-    ts             timestamptz NOT NULL,
-    crew_id        text NOT NULL,
-    position       geometry(Point, 4326) NOT NULL,
-    work_order_id  text,
-    PRIMARY KEY (crew_id, ts)
-);
 
 CREATE TABLE readings_1m (
     bucket     timestamptz NOT NULL,
