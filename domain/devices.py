@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 
 from domain.geo import Position
 from domain.organization import check_identifier
@@ -30,12 +32,20 @@ class MetricSpec:
     maximum: float
     description: str = ""
     fiware_attribute: str | None = None  # the FIWARE Smart Data Model attribute this maps to, if any
+    fiware_scale: float = 1.0  # our value * fiware_scale = the FIWARE attribute's value
+    # Other names (units) a device may send, with the factor to this metric's unit: {"water_level_m": 100.0}.
+    aliases: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        if not _METRIC.fullmatch(self.name):
-            raise InvalidMetricError(f"metric name {self.name!r} must be lower_snake_case ending in its unit")
+        for name in (self.name, *self.aliases):
+            if not _METRIC.fullmatch(name):
+                raise InvalidMetricError(f"metric name {name!r} must be lower_snake_case ending in its unit")
         if not (math.isfinite(self.minimum) and math.isfinite(self.maximum)) or self.minimum > self.maximum:
             raise InvalidMetricError(f"metric {self.name}: range [{self.minimum}, {self.maximum}] is not valid")
+        for alias, factor in self.aliases.items():
+            if not math.isfinite(factor) or factor == 0:
+                raise InvalidMetricError(f"metric {self.name}: alias {alias} needs a finite, non-zero factor")
+        object.__setattr__(self, "aliases", MappingProxyType(dict(self.aliases)))
 
     def in_range(self, value: float) -> bool:
         return self.minimum <= value <= self.maximum
@@ -54,9 +64,9 @@ class DeviceType:
 
     def __post_init__(self) -> None:
         check_identifier(self.code, what="device type")
-        names = [m.name for m in self.metrics]
+        names = [name for m in self.metrics for name in (m.name, *m.aliases)]
         if len(set(names)) != len(names):
-            raise InvalidMetricError(f"device type {self.code} lists a metric twice: {names}")
+            raise InvalidMetricError(f"device type {self.code} lists a metric or alias twice: {names}")
         if self.expected_interval_s <= 0:
             raise InvalidMetricError(f"device type {self.code}: expected_interval_s must be positive")
 
@@ -64,6 +74,16 @@ class DeviceType:
         for spec in self.metrics:
             if spec.name == name:
                 return spec
+        return None
+
+    def resolve(self, name: str) -> tuple[MetricSpec, float] | None:
+        """The canonical metric for a name a device sent, and the factor to its unit; None if not allowed."""
+        for spec in self.metrics:
+            if spec.name == name:
+                return spec, 1.0
+            factor = spec.aliases.get(name)
+            if factor is not None:
+                return spec, factor
         return None
 
 

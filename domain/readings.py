@@ -21,6 +21,8 @@ class Reading:
 
     ``ts`` is the device's event time (checked against a skew window at ingest); ``ingested_at`` is when the
     platform accepted it. Stored narrow, one row per metric, identified by (device_id, metric, ts).
+    Metric names are canonical (units normalised at ingest). Ingest adds the device's type and place at the time of
+    the reading, so stream processors need no registry lookups: ``device_type``, ``grid_cell``, ``district``.
     """
 
     device_id: str
@@ -28,6 +30,9 @@ class Reading:
     metrics: Mapping[str, float]
     ingested_at: datetime
     seq: int | None = None
+    device_type: str | None = None
+    grid_cell: str | None = None
+    district: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", require_utc(self.ts, field="ts"))
@@ -46,11 +51,16 @@ class ConnectionState(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusChange:
-    """A device's connection status, from its birth message (online) or its MQTT Last Will (offline)."""
+    """A device's connection status, from its birth message (online) or its MQTT Last Will (offline).
+
+    ``retained`` marks a status replayed by the broker when ingest (re)subscribes: the device's current state, not
+    a new change; ``ts`` is then when ingest received it.
+    """
 
     device_id: str
     state: ConnectionState
     ts: datetime
+    retained: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", require_utc(self.ts, field="ts"))

@@ -1,0 +1,45 @@
+"""The JSON shapes of domain types on Kafka topics: one encoder and one decoder per contract.
+
+Producers (ingest, streams) and consumers (streams, store, tools) use these functions, so a record is written and
+read by the same code. Decoding validates: a record that does not decode is a contract violation, not data.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from domain.readings import Reading, StatusChange
+
+T = TypeVar("T")
+
+_READING = TypeAdapter(Reading)
+_STATUS = TypeAdapter(StatusChange)
+
+
+class WireError(ValueError):
+    """A record on a topic does not match its contract."""
+
+
+def encode_reading(reading: Reading) -> bytes:
+    return _READING.dump_json(reading, exclude_none=True)
+
+
+def decode_reading(data: bytes) -> Reading:
+    return _decode(_READING, data, "reading")
+
+
+def encode_status(change: StatusChange) -> bytes:
+    return _STATUS.dump_json(change)
+
+
+def decode_status(data: bytes) -> StatusChange:
+    return _decode(_STATUS, data, "status change")
+
+
+def _decode(adapter: TypeAdapter[T], data: bytes, what: str) -> T:
+    try:
+        return adapter.validate_json(data, strict=False)
+    except (ValidationError, ValueError) as error:
+        raise WireError(f"not a valid {what}: {error}") from error
