@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,8 +27,10 @@ app = typer.Typer(
 )
 services_app = typer.Typer(help="Local Mosquitto, Kafka and PostgreSQL under the state folder.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+devices_app = typer.Typer(help="The device registry and device credentials.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
+app.add_typer(devices_app, name="devices")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -225,6 +228,89 @@ def demo() -> None:
     finally:
         if started:
             supervisor.down(report=console.log, names=started)
+
+
+@devices_app.command("provision")
+def devices_provision(
+    csv_file: Annotated[
+        Path, typer.Option("--csv", help="id,type,lon,lat[,grid_cell,district,department,expected_interval_s]")
+    ],
+    rotate: Annotated[bool, typer.Option(help="issue new credentials to devices that already have one")] = False,
+) -> None:
+    """Register devices, issue per-device MQTT credentials, regenerate the broker's password and ACL files."""
+    from cityops.provision import ProvisioningError, provision_devices, read_device_csv
+    from domain.catalogue import load_catalogue
+
+    settings = load_settings()
+    catalogue = load_catalogue()
+    try:
+        devices = read_device_csv(csv_file, catalogue)
+        report = provision_devices(settings, catalogue, devices, rotate=rotate)
+    except ProvisioningError as error:
+        err_console.print(f"[red]cannot provision[/red]: {error}")
+        raise typer.Exit(2) from error
+    console.print(
+        f"registered {report.registered} device(s), {report.new} new; "
+        f"{report.credentials_issued} credential(s) issued into {report.credentials_file}"
+    )
+    if report.ca_certificate:
+        console.print(f"CA certificate for the TLS listener (port {settings.mqtt.tls_port}): {report.ca_certificate}")
+    console.print(
+        "broker reloaded" if report.broker_reloaded else "broker files written (the broker is not running here)"
+    )
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """The registered devices with status, last seen and battery."""
+    import psycopg
+
+    from store.devices import list_devices
+
+    settings = load_settings()
+    with psycopg.connect(settings.db.conninfo()) as conn:
+        devices = list_devices(conn)
+    table = Table(title=f"{len(devices)} devices")
+    for column in ("id", "type", "department", "district", "grid cell", "status", "last seen", "battery"):
+        table.add_column(column)
+    for d in devices:
+        table.add_row(
+            d.id,
+            d.type_code,
+            d.department_code,
+            d.district or "-",
+            d.grid_cell or "-",
+            d.status.value,
+            d.last_seen_at.isoformat(timespec="seconds") if d.last_seen_at else "-",
+            f"{d.battery_pct:.0f}%" if d.battery_pct is not None else "-",
+        )
+    console.print(table)
+
+
+@app.command("ingest")
+def ingest() -> None:
+    """The MQTT-to-Kafka bridge. Shows a live one-line summary in a terminal; SIGTERM stops it cleanly."""
+    import asyncio
+
+    from cityops.logs import configure_logging
+    from cityops.processes import run_ingest
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_ingest(settings, live=sys.stdout.isatty()))
+
+
+@app.command("persist")
+def persist() -> None:
+    """Write readings and device status from Kafka to the database in batches; SIGTERM flushes and commits."""
+    import asyncio
+
+    from cityops.logs import configure_logging
+    from cityops.processes import run_persist
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_persist(settings))
 
 
 def main() -> None:

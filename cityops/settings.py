@@ -88,6 +88,24 @@ class DashboardSettings(_Section):
     refresh_s: float = Field(5.0, gt=0)
 
 
+class IngestSettings(_Section):
+    instance: str = Field("1", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="one per bridge; names its MQTT session")
+    metrics_host: Host = "127.0.0.1"
+    metrics_port: Port = Field(9108, ge=1, le=65535)
+    max_payload_bytes: int = Field(32768, ge=256)
+    max_samples: int = Field(500, ge=1)
+    max_future_s: float = Field(300.0, ge=0, description="how far ahead of our clock a device's ts may be")
+    max_age_s: float = Field(7 * 24 * 3600.0, gt=0, description="how old a (buffered) sample may be")
+    receive_maximum: int = Field(1000, ge=1, le=65535)
+
+
+class PersistSettings(_Section):
+    metrics_host: Host = "127.0.0.1"
+    metrics_port: Port = Field(9109, ge=1, le=65535)
+    max_batch_rows: int = Field(5000, ge=1)
+    max_batch_age_s: float = Field(0.25, gt=0)
+
+
 class ServicesSettings(_Section):
     """How the local supervisor runs the real services from the machine's packages."""
 
@@ -116,6 +134,8 @@ class Settings(BaseSettings):
     db: DbSettings
     api: ApiSettings
     dashboard: DashboardSettings
+    ingest: IngestSettings = IngestSettings()
+    persist: PersistSettings = PersistSettings()
     services: ServicesSettings = ServicesSettings()
 
 

@@ -13,8 +13,10 @@ from cityops.settings import (
     ApiSettings,
     DashboardSettings,
     DbSettings,
+    IngestSettings,
     KafkaSettings,
     MqttSettings,
+    PersistSettings,
     Settings,
 )
 
@@ -38,9 +40,30 @@ def make_settings(state_dir: Path, port_base: int) -> Settings:
         db=DbSettings(port=port_base + 433, password=secret()),
         api=ApiSettings(port=port_base + 800, token_secret=secret()),
         dashboard=DashboardSettings(port=port_base + 850, session_secret=secret()),
+        ingest=IngestSettings(metrics_port=port_base + 108),
+        persist=PersistSettings(metrics_port=port_base + 109),
     )
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return make_settings(DEFAULT_STATE_DIR / "test", 21000)
+
+
+def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment that makes a `cityops` subprocess build exactly ``settings`` (plus ``overrides``)."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CITYOPS_")}
+
+    def flatten(prefix: str, data: dict[str, object]) -> None:
+        for key, value in data.items():
+            name = f"{prefix}__{key.upper()}" if prefix else f"CITYOPS_{key.upper()}"
+            if isinstance(value, dict):
+                flatten(name, value)
+            elif value is not None:
+                env[name] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    flatten("", settings.model_dump())
+    env.update(overrides)
+    return env

@@ -120,7 +120,8 @@ class ManagedService(ABC):
         self.settings = settings
         self.state_dir = settings.state_dir.resolve()
         self.home = self.state_dir / self.name
-        self.log_path = self.state_dir / "logs" / f"{self.name}.log"
+        self.output_path = self.state_dir / "logs" / f"{self.name}.log"  # the process's stdout and stderr
+        self.log_path = self.output_path  # where the service logs; a service with its own log file overrides it
         self.pid_path = self.state_dir / "run" / f"{self.name}.pid"
 
     # -- what subclasses provide ---------------------------------------------------------------------------
@@ -173,9 +174,9 @@ class ManagedService(ABC):
                 )
 
     def _popen(self, command: Sequence[str], *, env: dict[str, str] | None = None) -> int:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.output_path.parent.mkdir(parents=True, exist_ok=True)
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        with self.output_path.open("ab") as log:
             process = subprocess.Popen(
                 list(command),
                 stdin=subprocess.DEVNULL,
@@ -194,17 +195,16 @@ class ManagedService(ABC):
         while time.monotonic() < deadline:
             pid = self.recorded_pid()
             if pid is None:
-                raise ServiceError(
-                    f"{self.name} exited during start-up. Last lines of {self.log_path}:\n{tail(self.log_path)}"
-                )
+                raise ServiceError(f"{self.name} exited during start-up. {self.logs_excerpt()}")
             health = self.probe()
             if health.ok:
                 return health
             time.sleep(0.3)
-        raise ServiceError(
-            f"{self.name} did not become healthy in time ({health.detail}). "
-            f"Last lines of {self.log_path}:\n{tail(self.log_path)}"
-        )
+        raise ServiceError(f"{self.name} did not become healthy in time ({health.detail}). {self.logs_excerpt()}")
+
+    def logs_excerpt(self) -> str:
+        paths = [self.log_path] if self.log_path == self.output_path else [self.output_path, self.log_path]
+        return "\n".join(f"Last lines of {path}:\n{tail(path)}" for path in paths)
 
     def stop(self) -> bool:
         """Stop the process we started; True if something was stopped."""

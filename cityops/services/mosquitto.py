@@ -24,6 +24,8 @@ from cityops.services.base import (
     running_as_root,
     system_user_exists,
 )
+from cityops.services.tls import ensure_broker_tls
+from cityops.settings import Settings
 from ingest.broker_auth import (
     AccountKind,
     BrokerAccount,
@@ -40,18 +42,18 @@ _INSTALL = "sudo apt-get install -y mosquitto mosquitto-clients   (or: make inst
 class Mosquitto(ManagedService):
     name = "mosquitto"
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # Mosquitto writes its own log (it runs as its own user when started as root).
+        self.log_path = self.home / "mosquitto.log"
+
     @property
     def ports(self) -> tuple[int, ...]:
-        mqtt_settings = self.settings.mqtt
-        return (mqtt_settings.port, mqtt_settings.tls_port) if self.tls_ready else (mqtt_settings.port,)
+        return (self.settings.mqtt.port, self.settings.mqtt.tls_port)
 
     @property
     def tls_dir(self) -> Path:
         return self.home / "tls"
-
-    @property
-    def tls_ready(self) -> bool:
-        return all((self.tls_dir / name).exists() for name in ("ca.crt", "server.crt", "server.key"))
 
     @property
     def registry_path(self) -> Path:
@@ -114,20 +116,21 @@ class Mosquitto(ManagedService):
 
     def prepare(self) -> None:
         (self.home / "data").mkdir(parents=True, exist_ok=True)
+        ensure_broker_tls(
+            self.state_dir / "ca", self.tls_dir, hostnames=sorted({"localhost", "127.0.0.1", self.settings.mqtt.host})
+        )
         self.write_auth_files()
         mqtt_settings = self.settings.mqtt
-        tls_block = ""
-        if self.tls_ready:
-            tls_block = "\n".join(
-                [
-                    f"listener {mqtt_settings.tls_port} {mqtt_settings.host}",
-                    "protocol mqtt",
-                    f"cafile {self.tls_dir / 'ca.crt'}",
-                    f"certfile {self.tls_dir / 'server.crt'}",
-                    f"keyfile {self.tls_dir / 'server.key'}",
-                    "tls_version tlsv1.2",
-                ]
-            )
+        tls_block = "\n".join(
+            [
+                f"listener {mqtt_settings.tls_port} {mqtt_settings.host}",
+                "protocol mqtt",
+                f"cafile {self.tls_dir / 'ca.crt'}",
+                f"certfile {self.tls_dir / 'server.crt'}",
+                f"keyfile {self.tls_dir / 'server.key'}",
+                "tls_version tlsv1.2",
+            ]
+        )
         # When started as root Mosquitto drops to its own user; the state folder is handed to that user.
         user_line = "user mosquitto" if running_as_root() and system_user_exists("mosquitto") else ""
         template = string.Template((INFRA_DIR / "mosquitto" / "mosquitto.conf.tmpl").read_text())
