@@ -14,13 +14,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from aiokafka.errors import KafkaError
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -41,7 +40,7 @@ STATUS_SUBSCRIPTION = "city/status/+"
 class RecordProducer(Protocol):
     """What the bridge needs from Kafka: send one record, get a future that resolves when it is acknowledged."""
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> Awaitable[object]: ...
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +77,7 @@ class _Pending:
 
     message: _Incoming
     records: list[tuple[str, bytes, bytes]]  # (topic, key, value), kept to re-send if Kafka fails
-    futures: list[Awaitable[object]]
+    futures: list[asyncio.Future[Any]]
 
 
 class IngestBridge:
@@ -95,7 +94,10 @@ class IngestBridge:
         self.load_directory = load_directory
         self.metrics = metrics or IngestMetrics()
         self.decoder = decoder or TelemetryDecoder({})
-        self._queue: asyncio.Queue[_Incoming] | None = None
+        # Messages cross from paho's thread in a deque; the loop is woken once per batch, not once per message.
+        self._inbox: deque[_Incoming] = deque()
+        self._inbox_ready = asyncio.Event()
+        self._wakeup_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: deque[_Pending] = deque()
         self._pending_changed = asyncio.Event()
@@ -192,15 +194,20 @@ class IngestBridge:
             received_at=datetime.now(UTC),
             received_mono=time.monotonic(),
         )
-        assert self._loop is not None
-        assert self._queue is not None
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, incoming)
+        self._inbox.append(incoming)
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._wakeup_pending = False
+        self._inbox_ready.set()
 
     # -- asyncio side --------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish what was received, acknowledge it, and disconnect."""
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
         await self._refresh_directory(force=True)
         connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_properties.SessionExpiryInterval = self.config.session_expiry_s
@@ -238,9 +245,8 @@ class IngestBridge:
         self, processor: asyncio.Task[None], acknowledger: asyncio.Task[None], within_s: float = 30.0
     ) -> None:
         """Graceful stop: process what is queued, wait until Kafka acknowledged it, acknowledge it to the broker."""
-        assert self._queue is not None
         deadline = time.monotonic() + within_s
-        while (not self._queue.empty() or self._pending) and time.monotonic() < deadline and self._fatal is None:
+        while (self._inbox or self._pending) and time.monotonic() < deadline and self._fatal is None:
             if processor.done() or acknowledger.done():
                 break
             await asyncio.sleep(0.05)
@@ -272,19 +278,25 @@ class IngestBridge:
         return True
 
     async def _process(self) -> None:
-        assert self._queue is not None
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < 5000:
-                batch.append(self._queue.get_nowait())
-            for incoming in batch:
-                await self._handle(incoming)
+            if not self._inbox:
+                self._inbox_ready.clear()
+                if not self._inbox:  # paho may have appended between the check and the clear
+                    await self._inbox_ready.wait()
+                continue
+            counts = _BatchCounts()
+            for _ in range(min(len(self._inbox), 5000)):
+                await self._handle(self._inbox.popleft(), counts)
+            counts.publish(self.metrics)
+            self._pending_changed.set()
             if self._fatal is not None:
                 raise RuntimeError("the MQTT callback thread failed") from self._fatal
 
-    async def _handle(self, incoming: _Incoming) -> None:
-        kind = "status" if incoming.topic.startswith("city/status/") else "telemetry"
-        self.metrics.received.labels(kind).inc()
+    async def _handle(self, incoming: _Incoming, counts: _BatchCounts) -> None:
+        if incoming.topic.startswith("city/status/"):
+            counts.status += 1
+        else:
+            counts.telemetry += 1
         decoded = self.decoder.decode(
             incoming.topic, incoming.payload, incoming.received_at, retained=incoming.retained
         )
@@ -307,38 +319,74 @@ class IngestBridge:
             )
             records.append((self.config.dead_letter_topic, letter.key, letter.encode()))
             for rejection in decoded.rejections:
-                self.metrics.rejected.labels(rejection.reason.value).inc()
-        self.metrics.accepted.inc(len(decoded.readings))
+                counts.rejected[rejection.reason.value] = counts.rejected.get(rejection.reason.value, 0) + 1
+        counts.accepted += len(decoded.readings)
         futures = [await self.producer.send(topic, value, key) for topic, key, value in records]
         self._pending.append(_Pending(incoming, records, futures))
-        self.metrics.inflight.set(len(self._pending))
-        self._pending_changed.set()
 
     async def _acknowledge(self) -> None:
         """Acknowledge messages to the broker in arrival order, each once Kafka acknowledged all its records."""
         while True:
             if not self._pending:
+                self.metrics.inflight.set(0)
                 self._pending_changed.clear()
                 await self._pending_changed.wait()
                 continue
             head = self._pending[0]
-            try:
-                await asyncio.gather(*head.futures)
-            except (KafkaError, TimeoutError) as error:
+            waiting = next((f for f in head.futures if not f.done()), None)
+            if waiting is not None:
+                await asyncio.wait([waiting])
+                continue
+            failed = next((f.exception() for f in head.futures if f.exception() is not None), None)
+            if failed is not None:
                 # Kafka did not take them (after the producer's own retries). Holding the acknowledgement keeps the
                 # message with the broker; re-send until Kafka takes it, so nothing is lost while Kafka is down.
                 self.metrics.produce_retries.inc()
-                log.warning("Kafka did not acknowledge; re-sending", extra={"fields": {"error": repr(error)}})
+                log.warning("Kafka did not acknowledge; re-sending", extra={"fields": {"error": repr(failed)}})
                 await asyncio.sleep(1.0)
                 head.futures = [await self.producer.send(t, v, k) for t, k, v in head.records]
                 continue
-            for topic, _key, _value in head.records:
-                self.metrics.produced.labels(topic).inc()
+            self._acknowledge_ready()
+
+    def _acknowledge_ready(self) -> None:
+        """Acknowledge every message at the head whose records are all acknowledged, in one pass."""
+        produced: dict[str, int] = {}
+        acked = 0
+        now = time.monotonic()
+        while self._pending:
+            head = self._pending[0]
+            if not all(f.done() and f.exception() is None for f in head.futures):
+                break
             self._pending.popleft()
+            for topic, _key, _value in head.records:
+                produced[topic] = produced.get(topic, 0) + 1
             self.client.ack(head.message.mid, head.message.qos)
-            self.metrics.acked.inc()
-            self.metrics.inflight.set(len(self._pending))
-            self.metrics.ack_latency.observe(time.monotonic() - head.message.received_mono)
+            self.metrics.ack_latency.observe(now - head.message.received_mono)
+            acked += 1
+        for topic, count in produced.items():
+            self.metrics.produced.labels(topic).inc(count)
+        self.metrics.acked.inc(acked)
+        self.metrics.inflight.set(len(self._pending))
+
+
+@dataclass(slots=True)
+class _BatchCounts:
+    """Counters for one batch, added to the metrics once (label lookups per message cost more than the work)."""
+
+    telemetry: int = 0
+    status: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def publish(self, metrics: IngestMetrics) -> None:
+        if self.telemetry:
+            metrics.received.labels("telemetry").inc(self.telemetry)
+        if self.status:
+            metrics.received.labels("status").inc(self.status)
+        if self.accepted:
+            metrics.accepted.inc(self.accepted)
+        for reason, count in self.rejected.items():
+            metrics.rejected.labels(reason).inc(count)
 
 
 def directory_from(entries: Iterable[DeviceEntry]) -> dict[str, DeviceEntry]:

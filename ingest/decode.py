@@ -154,6 +154,10 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _children(value: dict[Any, Any] | list[Any]) -> Any:
+    return value.values() if isinstance(value, dict) else value
+
+
 def parse_timestamp(raw: Any) -> datetime:
     """RFC 3339 with an explicit offset, or integer/float epoch milliseconds. Raises ValueError with the reason."""
     if isinstance(raw, bool):
@@ -247,8 +251,6 @@ class TelemetryDecoder:
                 return _reject(device_id, Reason.TOO_DEEP, "payload nests too deeply")
             except (ValueError, UnicodeDecodeError) as error:
                 return _reject(device_id, Reason.MALFORMED_JSON, f"not JSON: {str(error)[:120]}")
-        if _depth(document, self.limits.max_depth) > self.limits.max_depth:
-            return _reject(device_id, Reason.TOO_DEEP, f"payload nests deeper than {self.limits.max_depth} levels")
         return document
 
     def _decode_telemetry(self, entry: DeviceEntry, payload: bytes, received_at: datetime) -> Decoded:
@@ -259,6 +261,8 @@ class TelemetryDecoder:
         if isinstance(document, dict):
             samples: list[Any] = [document]
         elif isinstance(document, list):
+            if _depth(document, self.limits.max_depth) > self.limits.max_depth:
+                return _reject(device_id, Reason.TOO_DEEP, f"payload nests deeper than {self.limits.max_depth} levels")
             samples = document
             if not samples:
                 return _reject(device_id, Reason.EMPTY, "empty array of samples")
@@ -297,6 +301,15 @@ class TelemetryDecoder:
 
         if not isinstance(sample, dict):
             reject(Reason.WRONG_SHAPE, f"a sample must be an object, got {type(sample).__name__}")
+            return None
+        # A valid sample nests three levels (sample, metrics, value). Deeper junk is measured only when present,
+        # so the common case pays nothing for the check.
+        nested = any(
+            isinstance(value, dict | list) and any(isinstance(v, dict | list) for v in _children(value))
+            for value in sample.values()
+        )
+        if nested and _depth(sample, self.limits.max_depth) > self.limits.max_depth:
+            reject(Reason.TOO_DEEP, f"sample nests deeper than {self.limits.max_depth} levels")
             return None
         unexpected = set(sample) - _SAMPLE_FIELDS
         if unexpected:
