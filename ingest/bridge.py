@@ -1,7 +1,8 @@
 """The MQTT-to-Kafka bridge: subscribe, decode, produce, and acknowledge only what Kafka has acknowledged.
 
-paho-mqtt 2 (MQTT 5, persistent session, QoS 1, manual acknowledgement) runs its network loop on its own thread;
-messages are handed to the asyncio loop, decoded in batches, and produced with aiokafka (acks=all, idempotent).
+paho-mqtt 2 (MQTT 5, persistent session, QoS 1, manual acknowledgement) is driven by the asyncio loop
+(ingest/mqtt_loop.py), so receiving, decoding, producing with aiokafka (acks=all, idempotent) and acknowledging
+all happen on one thread, in batches.
 An MQTT message is acknowledged to the broker only after every record derived from it -- readings, status
 changes, dead letters -- is acknowledged by Kafka, and acknowledgements are sent in the order the messages arrived
 (MQTT requires it). If the bridge dies, the broker redelivers everything not acknowledged, so nothing is lost;
@@ -30,6 +31,7 @@ from domain.wire import encode_reading, encode_status
 from ingest.dead_letters import DeadLetter
 from ingest.decode import DeviceEntry, Reason, TelemetryDecoder
 from ingest.metrics import IngestMetrics
+from ingest.mqtt_loop import AsyncioMqttDriver, BufferedClient
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,11 @@ class IngestBridge:
         self.load_directory = load_directory
         self.metrics = metrics or IngestMetrics()
         self.decoder = decoder or TelemetryDecoder({})
-        # Messages cross from paho's thread in a deque; the loop is woken once per batch, not once per message.
+        # paho's callbacks fill the inbox; the processor takes it in batches.
         self._inbox: deque[_Incoming] = deque()
         self._inbox_ready = asyncio.Event()
-        self._wakeup_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._driver: AsyncioMqttDriver | None = None
         self._pending: deque[_Pending] = deque()
         self._pending_changed = asyncio.Event()
         self._connected = asyncio.Event()
@@ -108,14 +110,13 @@ class IngestBridge:
 
     # -- paho side (its network thread) --------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.config.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
         client.username_pw_set(self.config.username, self.config.password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(self.config.receive_maximum)
         client.on_connect = self._guard(self._on_connect)
         client.on_disconnect = self._guard(self._on_disconnect)
@@ -124,7 +125,7 @@ class IngestBridge:
         return client
 
     def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
-        """paho swallows exceptions raised in callbacks on its thread; record them and stop the bridge instead."""
+        """paho swallows exceptions raised in callbacks; record them and stop the bridge instead."""
 
         def guarded(*args: object) -> None:
             try:
@@ -132,8 +133,8 @@ class IngestBridge:
             except BaseException as error:
                 log.exception("MQTT callback %s failed; stopping the bridge", callback.__name__)
                 self._fatal = error
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._pending_changed.set)
+                self._pending_changed.set()
+                self._inbox_ready.set()
 
         guarded.__name__ = callback.__name__
         return guarded
@@ -168,8 +169,7 @@ class IngestBridge:
         if failed:
             raise RuntimeError(f"the broker refused the bridge's subscriptions: {failed}")
         self.metrics.connected.set(1)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._connected.set)
+        self._connected.set()
 
     def _on_disconnect(
         self,
@@ -180,8 +180,7 @@ class IngestBridge:
         properties: Properties | None,
     ) -> None:
         self.metrics.connected.set(0)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._connected.clear)
+        self._connected.clear()
         log.warning("disconnected from the MQTT broker", extra={"fields": {"reason": str(reason)}})
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -195,13 +194,6 @@ class IngestBridge:
             received_mono=time.monotonic(),
         )
         self._inbox.append(incoming)
-        if not self._wakeup_pending:
-            self._wakeup_pending = True
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        self._wakeup_pending = False
         self._inbox_ready.set()
 
     # -- asyncio side --------------------------------------------------------------------------------------
@@ -212,14 +204,14 @@ class IngestBridge:
         connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_properties.SessionExpiryInterval = self.config.session_expiry_s
         connect_properties.ReceiveMaximum = self.config.receive_maximum
-        self.client.connect_async(
+        self._driver = AsyncioMqttDriver(self.client, self._loop)
+        self._driver.start(
             self.config.host,
             self.config.port,
             keepalive=self.config.keepalive_s,
             clean_start=False,
             properties=connect_properties,
         )
-        self.client.loop_start()
         processor = asyncio.create_task(self._process(), name="ingest-process")
         acknowledger = asyncio.create_task(self._acknowledge(), name="ingest-acknowledge")
         refresher = asyncio.create_task(self._refresh_periodically(), name="ingest-registry-refresh")
@@ -232,11 +224,11 @@ class IngestBridge:
         finally:
             refresher.cancel()
             await self._drain(processor, acknowledger)
-            self.client.disconnect()
-            self.client.loop_stop()
+            if self._driver is not None:
+                await self._driver.stop()
             stopped.cancel()
         if self._fatal is not None:
-            raise RuntimeError("the MQTT callback thread failed") from self._fatal
+            raise RuntimeError("an MQTT callback failed") from self._fatal
 
     async def wait_connected(self, within_s: float) -> None:
         await asyncio.wait_for(self._connected.wait(), within_s)
@@ -290,7 +282,7 @@ class IngestBridge:
             counts.publish(self.metrics)
             self._pending_changed.set()
             if self._fatal is not None:
-                raise RuntimeError("the MQTT callback thread failed") from self._fatal
+                raise RuntimeError("an MQTT callback failed") from self._fatal
 
     async def _handle(self, incoming: _Incoming, counts: _BatchCounts) -> None:
         if incoming.topic.startswith("city/status/"):
