@@ -272,8 +272,9 @@ class DeviceFleet:
 
     async def drain(self, timeout_s: float = 30.0) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.in_flight() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 - acknowledgements arrive on many connections; polling is simplest
+        # Acknowledgements arrive on many connections; polling the total is simpler than an event per connection.
+        while self.in_flight() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         return self.in_flight() == 0
 
     def close(self) -> None:
