@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -297,7 +299,8 @@ def ingest() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run_ingest(settings, live=sys.stdout.isatty()))
+    with _profiled(settings):
+        asyncio.run(run_ingest(settings, live=sys.stdout.isatty()))
 
 
 @app.command("persist")
@@ -310,7 +313,59 @@ def persist() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run_persist(settings))
+    with _profiled(settings):
+        asyncio.run(run_persist(settings))
+
+
+@app.command("bench")
+def bench(
+    name: Annotated[str, typer.Argument(help="ingest")],
+    quick: Annotated[bool, typer.Option(help="fewer, shorter steps (a smoke run, not for the record)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
+    ] = False,
+) -> None:
+    """Measure a part of the platform on an instance of its own; write docs/BENCHMARKS.md."""
+    import json
+
+    from cityops.bench import ingest as ingest_bench
+    from cityops.bench.environment import BenchEnvironment
+    from cityops.bench.report import write_section
+
+    if name != "ingest":
+        err_console.print(f"[red]unknown benchmark[/red] {name!r}; available: ingest")
+        raise typer.Exit(2)
+    command = "cityops bench " + name + (" --quick" if quick else "")
+    with BenchEnvironment.running(report=console.log) as env:
+        rates = [2000.0, 6000.0] if quick else [2000.0, 4000.0, 6000.0, 8000.0, 10000.0, 12000.0]
+        result = ingest_bench.run_ingest_bench(
+            env, rates=rates, step_s=6.0 if quick else 15.0, devices=500 if quick else 2000
+        )
+    write_section("ingest", ingest_bench.render(result, command))
+    numbers = ingest_bench.summary(result)
+    console.print(
+        f"ingest: {numbers['readings_per_s']} readings/s sustained, baseline {numbers['baseline_readings_per_s']}"
+    )
+    console.print("written to docs/BENCHMARKS.md")
+    if as_json:
+        print(json.dumps(numbers))
+
+
+@contextmanager
+def _profiled(settings: Settings) -> Iterator[None]:
+    """With CITYOPS_PROFILE_PATH set, profile the command and write the stats there when it stops."""
+    if settings.profile_path is None:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(settings.profile_path)
 
 
 def main() -> None:

@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+    profile_path: Path | None = Field(None, description="profile a long-running command (cProfile) into this file")
     mqtt: MqttSettings
     kafka: KafkaSettings = KafkaSettings()
     db: DbSettings
@@ -165,3 +166,46 @@ def _required_variables(location: list[str]) -> list[str]:
             return ["CITYOPS_" + "__".join(p.upper() for p in location)]
     prefix = "CITYOPS_" + "__".join(p.upper() for p in location)
     return [f"{prefix}__{name.upper()}" for name, field in model.model_fields.items() if field.is_required()]
+
+
+def isolated_settings(state_dir: Path, port_base: int, *, kafka_heap: str = "512m") -> Settings:
+    """Settings for an instance of its own (tests, benchmarks): its own state folder, every port at
+    ``port_base`` + a fixed offset, fresh random secrets. Nothing is read from the environment."""
+    import secrets as random_secrets
+
+    def secret() -> SecretStr:
+        return SecretStr(random_secrets.token_urlsafe(16))
+
+    return Settings(
+        state_dir=state_dir,
+        mqtt=MqttSettings(
+            port=port_base + 883,
+            tls_port=port_base + 884,
+            ingest_password=secret(),
+            dispatch_password=secret(),
+            observer_password=secret(),
+        ),
+        kafka=KafkaSettings(port=port_base + 92, controller_port=port_base + 93, heap=kafka_heap),
+        db=DbSettings(port=port_base + 433, password=secret()),
+        api=ApiSettings(port=port_base + 800, token_secret=secret()),
+        dashboard=DashboardSettings(port=port_base + 850, session_secret=secret()),
+        ingest=IngestSettings(metrics_port=port_base + 108),
+        persist=PersistSettings(metrics_port=port_base + 109),
+    )
+
+
+def settings_environment(settings: Settings, base: dict[str, str], **overrides: str) -> dict[str, str]:
+    """An environment (``base`` without its CITYOPS_ variables) from which a `cityops` process builds ``settings``."""
+    env = {key: value for key, value in base.items() if not key.startswith("CITYOPS_")}
+
+    def flatten(prefix: str, data: dict[str, object]) -> None:
+        for key, value in data.items():
+            name = f"{prefix}__{key.upper()}" if prefix else f"CITYOPS_{key.upper()}"
+            if isinstance(value, dict):
+                flatten(name, value)
+            elif value is not None:
+                env[name] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    flatten("", settings.model_dump())
+    env.update(overrides)
+    return env

@@ -9,7 +9,8 @@ CREATE TABLE readings (
     device_id    text NOT NULL,
     metric       text NOT NULL,
     value        double precision NOT NULL,
-    ingested_at  timestamptz NOT NULL,
+    ingested_at  timestamptz NOT NULL,  -- when ingest accepted it
+    stored_at    timestamptz NOT NULL DEFAULT clock_timestamp(),  -- when this row was written
     seq          bigint,
     PRIMARY KEY (device_id, metric, ts)
 );
