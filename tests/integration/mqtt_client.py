@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -104,6 +105,15 @@ class TestClient:
 
     def next_message(self, timeout: float = 5.0) -> Received:
         return self.messages.get(timeout=timeout)
+
+    def next_live_message(self, timeout: float = 5.0) -> Received:
+        """The next message published after subscribing: retained ones the broker replays (other tests' device
+        status, for instance) are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            if not message.retain:
+                return message
 
     def close(self) -> None:
         self.client.disconnect()
