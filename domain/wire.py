@@ -6,16 +6,29 @@ read by the same code. Decoding validates: a record that does not decode is a co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from domain.readings import Reading, StatusChange
+from domain.work_orders import WorkOrder, WorkOrderEvent
 
 T = TypeVar("T")
 
 _READING = TypeAdapter(Reading)
 _STATUS = TypeAdapter(StatusChange)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrderMessage:
+    """A record on ``workorders``: one transition, and the order as it is after it."""
+
+    event: WorkOrderEvent
+    order: WorkOrder
+
+
+_WORK_ORDER = TypeAdapter(WorkOrderMessage)
 
 
 class WireError(ValueError):
@@ -43,3 +56,11 @@ def _decode(adapter: TypeAdapter[T], data: bytes, what: str) -> T:
         return adapter.validate_json(data, strict=False)
     except (ValidationError, ValueError) as error:
         raise WireError(f"not a valid {what}: {error}") from error
+
+
+def encode_work_order_message(message: WorkOrderMessage) -> bytes:
+    return _WORK_ORDER.dump_json(message)
+
+
+def decode_work_order_message(data: bytes) -> WorkOrderMessage:
+    return _decode(_WORK_ORDER, data, "work-order message")

@@ -187,10 +187,17 @@ class WorkOrder:
     version: int = 0  # number of events applied; the next event gets seq = version + 1
     escalation_level: int = 0
     reopen_count: int = 0
+    title: str = ""
+    ack_due_at: datetime | None = None
+    arrive_due_at: datetime | None = None
+    resolve_due_at: datetime | None = None
+    verify_until: datetime | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "created_at", require_utc(self.created_at, field="created_at"))
-        object.__setattr__(self, "updated_at", require_utc(self.updated_at, field="updated_at"))
+        for name in ("created_at", "updated_at", "ack_due_at", "arrive_due_at", "resolve_due_at", "verify_until"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, require_utc(value, field=name))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

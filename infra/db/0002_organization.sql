@@ -31,14 +31,21 @@ CREATE TABLE grid_cells (
 CREATE INDEX grid_cells_geom_idx ON grid_cells USING gist (geom);
 CREATE INDEX grid_cells_district_idx ON grid_cells (district_code);
 
--- A department's responsible unit for a district (e.g. the drainage team for Kallio).
+-- A department's responsible unit (e.g. the drainage team for Kallio), based at a depot.
 CREATE TABLE department_units (
     code             text PRIMARY KEY,
     department_code  text NOT NULL REFERENCES departments (code),
-    district_code    text REFERENCES districts (code),
     name             text NOT NULL,
     depot            geometry(Point, 4326)
 );
+
+-- The districts a unit is responsible for (a city-wide unit, such as a fire station, covers several).
+CREATE TABLE department_unit_districts (
+    unit_code      text NOT NULL REFERENCES department_units (code),
+    district_code  text NOT NULL REFERENCES districts (code),
+    PRIMARY KEY (unit_code, district_code)
+);
+CREATE INDEX department_unit_districts_district_idx ON department_unit_districts (district_code);
 
 CREATE TABLE crews (
     id               text PRIMARY KEY,

@@ -3,6 +3,8 @@
 CREATE TABLE work_orders (
     id                  text PRIMARY KEY,
     incident_id         text NOT NULL UNIQUE REFERENCES incidents (id),  -- exactly one order per incident
+    title               text NOT NULL,
+    source              text NOT NULL CHECK (source IN ('sensor', 'citizen', 'patrol', 'dispatcher')),
     category_code       text NOT NULL,
     department_code     text NOT NULL REFERENCES departments (code),
     unit_code           text NOT NULL,
@@ -19,9 +21,10 @@ CREATE TABLE work_orders (
     reopen_count        integer NOT NULL DEFAULT 0,
     created_at          timestamptz NOT NULL,
     updated_at          timestamptz NOT NULL,
-    ack_due_at          timestamptz,
-    arrive_due_at       timestamptz,
-    resolve_due_at      timestamptz
+    ack_due_at          timestamptz,  -- SLA: the crew accepts by then
+    arrive_due_at       timestamptz,  -- SLA: the crew is on site by then
+    resolve_due_at      timestamptz,  -- SLA: the crew reports it resolved by then
+    verify_until        timestamptz   -- verification by the city ends then (the readings must stay normal)
 );
 CREATE INDEX work_orders_state_idx ON work_orders (state);
 CREATE INDEX work_orders_crew_idx ON work_orders (crew_id) WHERE crew_id IS NOT NULL;
@@ -63,3 +66,16 @@ CREATE TABLE sla_breaches (
     department_code text NOT NULL,
     PRIMARY KEY (work_order_id, stage, due_at)
 );
+
+-- The transactional outbox: events written in the same transaction as the change they describe, then published
+-- to Kafka (and crews' MQTT topics) by the dispatcher's relay. A crash between the two publishes again; every
+-- event carries its work order id and seq, so consumers drop what they have seen.
+CREATE TABLE outbox (
+    id            bigserial PRIMARY KEY,
+    topic         text NOT NULL,
+    key           text NOT NULL,
+    payload       bytea NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    published_at  timestamptz
+);
+CREATE INDEX outbox_unpublished_idx ON outbox (id) WHERE published_at IS NULL;

@@ -25,6 +25,8 @@ EXPECTED_RELATIONS = {
     "communities",
     "grid_cells",
     "department_units",
+    "department_unit_districts",
+    "outbox",
     "crews",
     "device_types",
     "devices",
@@ -81,9 +83,10 @@ def test_the_audit_log_is_append_only(fresh_db: str) -> None:
         conn.execute(INSERT_INCIDENT, ("i1", "open"))
         conn.execute(
             """
-            INSERT INTO work_orders (id, incident_id, category_code, department_code, unit_code, priority, state,
-                                     created_at, updated_at)
-            VALUES ('w1', 'i1', 'drainage.waterlogging', 'water', 'water.c', 'P2', 'created', now(), now())
+            INSERT INTO work_orders (id, incident_id, title, source, category_code, department_code, unit_code,
+                                     priority, state, created_at, updated_at)
+            VALUES ('w1', 'i1', 'Waterlogging', 'sensor', 'drainage.waterlogging', 'water', 'water.c', 'P2',
+                    'created', now(), now())
             """
         )
         conn.execute(
