@@ -30,7 +30,11 @@ app = typer.Typer(
 services_app = typer.Typer(help="Local Mosquitto, Kafka and PostgreSQL under the state folder.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 devices_app = typer.Typer(help="The device registry and device credentials.", no_args_is_help=True)
+city_app = typer.Typer(
+    help="The city: districts, communities, the unit grid, departments' units.", no_args_is_help=True
+)
 app.add_typer(services_app, name="services")
+app.add_typer(city_app, name="city")
 app.add_typer(db_app, name="db")
 app.add_typer(devices_app, name="devices")
 
@@ -232,6 +236,33 @@ def demo() -> None:
             supervisor.down(report=console.log, names=started)
 
 
+@city_app.command("load")
+def city_load(
+    pack: Annotated[
+        str | None, typer.Argument(help="a pack under gis/packs/ or a folder (default: CITYOPS_CITY__PACK)")
+    ] = None,
+) -> None:
+    """Load a city pack into the database: departments, districts, communities, grid cells, units. Idempotent."""
+    import psycopg
+
+    from cityops.city import load_city_pack
+    from domain.catalogue import load_catalogue
+    from gis.pack import PackError, load_pack
+
+    settings = load_settings()
+    try:
+        city = load_pack(pack or settings.city.pack)
+    except PackError as error:
+        err_console.print(f"[red]invalid city pack[/red]: {error}")
+        raise typer.Exit(2) from error
+    with console.status(f"loading {city.manifest.display_name}"), psycopg.connect(settings.db.conninfo()) as conn:
+        report = load_city_pack(conn, city, load_catalogue())
+    console.print(
+        f"{city.manifest.display_name}: {report.districts} districts, {report.communities} communities, "
+        f"{report.grid_cells} grid cells, {report.units} department units"
+    )
+
+
 @devices_app.command("provision")
 def devices_provision(
     csv_file: Annotated[
@@ -319,36 +350,39 @@ def persist() -> None:
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="ingest")],
+    name: Annotated[str, typer.Argument(help="which benchmark: " + ", ".join(sorted(_bench_names())))],
     quick: Annotated[bool, typer.Option(help="fewer, shorter steps (a smoke run, not for the record)")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
     ] = False,
 ) -> None:
     """Measure a part of the platform on an instance of its own; write docs/BENCHMARKS.md."""
+    import importlib
     import json
 
-    from cityops.bench import ingest as ingest_bench
+    from cityops.bench import BENCHMARKS
     from cityops.bench.environment import BenchEnvironment
     from cityops.bench.report import write_section
 
-    if name != "ingest":
-        err_console.print(f"[red]unknown benchmark[/red] {name!r}; available: ingest")
+    if name not in BENCHMARKS:
+        err_console.print(f"[red]unknown benchmark[/red] {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
         raise typer.Exit(2)
+    module = importlib.import_module(BENCHMARKS[name])
     command = "cityops bench " + name + (" --quick" if quick else "")
     with BenchEnvironment.running(report=console.log) as env:
-        rates = [2000.0, 6000.0] if quick else [2000.0, 4000.0, 6000.0, 8000.0, 10000.0, 12000.0]
-        result = ingest_bench.run_ingest_bench(
-            env, rates=rates, step_s=6.0 if quick else 15.0, devices=500 if quick else 2000
-        )
-    write_section("ingest", ingest_bench.render(result, command))
-    numbers = ingest_bench.summary(result)
-    console.print(
-        f"ingest: {numbers['readings_per_s']} readings/s sustained, baseline {numbers['baseline_readings_per_s']}"
-    )
+        outcome = module.run(env, quick=quick, command=command)
+    write_section(name, outcome.section)
+    if outcome.headline:
+        console.print(outcome.headline)
     console.print("written to docs/BENCHMARKS.md")
     if as_json:
-        print(json.dumps(numbers))
+        print(json.dumps(outcome.summary))
+
+
+def _bench_names() -> list[str]:
+    from cityops.bench import BENCHMARKS
+
+    return list(BENCHMARKS)
 
 
 @contextmanager
@@ -366,6 +400,10 @@ def _profiled(settings: Settings) -> Iterator[None]:
     finally:
         profiler.disable()
         profiler.dump_stats(settings.profile_path)
+
+
+# --- commands owned by other modules ----------------------------------------------------------------------
+# Each line registers one module's commands on `app` (keep one line per module, in this block).
 
 
 def main() -> None:

@@ -106,6 +106,12 @@ class PersistSettings(_Section):
     max_batch_age_s: float = Field(0.25, gt=0)
 
 
+class CitySettings(_Section):
+    pack: str = Field(
+        "helsinki", description="the city pack this deployment runs: a name under gis/packs/ or a folder path"
+    )
+
+
 class ServicesSettings(_Section):
     """How the local supervisor runs the real services from the machine's packages."""
 
@@ -137,6 +143,7 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings
     ingest: IngestSettings = IngestSettings()
     persist: PersistSettings = PersistSettings()
+    city: CitySettings = CitySettings()
     services: ServicesSettings = ServicesSettings()
 
 

@@ -8,7 +8,8 @@ Entry points for ``streams/`` (docs/RULES.md has the full contract):
   ``acknowledge``, ``next_deadline``, ``state_to_json`` / ``state_from_json``.
 * ``rules.correlation`` — per area (Table keyed by ``area_key``): ``correlate``, ``tick_area``,
   ``acknowledge_in_area``, ``next_area_deadline``, ``area_to_json`` / ``area_from_json``.
-* ``rules.events`` — ``IncidentEvent`` (the ``incidents`` topic), ``FactChange`` (the facts topic),
-  ``ReadingRejected``, and their JSON encoders and decoders.
+* ``domain.incident_events`` — ``IncidentEvent`` (the ``incidents`` topic), ``FactChange`` (the facts topic),
+  ``ReadingRejected``, their JSON encoders and decoders, and ``area_key`` (the contract lives in domain/ because
+  store/ and api/ read it too).
 * ``rules.backtest.backtest(rules, records)`` — what would have fired, with no side effects.
 """

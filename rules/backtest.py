@@ -19,13 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.incidents import IncidentState
-from domain.readings import Reading, StatusChange
-from rules.catalogue import RuleSet
-from rules.clock import from_micros, micros_of
-from rules.correlation import AreaState, area_key_of, children_of, correlate, next_area_deadline, tick_area
-from rules.detection import DeviceState, evaluate, next_deadline, observe_status, tick
-from rules.events import (
+from domain.incident_events import (
     DeviceOutput,
     FactChange,
     IncidentEvent,
@@ -33,7 +27,14 @@ from rules.events import (
     IncidentKind,
     ReadingRejected,
     RejectionReason,
+    area_key_of,
 )
+from domain.incidents import IncidentState
+from domain.readings import Reading, StatusChange
+from rules.catalogue import RuleSet
+from rules.clock import from_micros, micros_of
+from rules.correlation import AreaState, children_of, correlate, next_area_deadline, tick_area
+from rules.detection import DeviceState, evaluate, next_deadline, observe_status, tick
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,11 +35,11 @@ from datetime import datetime
 from typing import Any
 
 from domain.categories import Severity
+from domain.incident_events import FactChange, IncidentEvent, IncidentEventType, IncidentKind, area_key_of
 from domain.incidents import IncidentState
 from rules.catalogue import RuleSet
 from rules.clock import describe_duration, from_micros, micros_of
 from rules.conditions import CompositeCondition, Rule, Scope
-from rules.events import FactChange, IncidentEvent, IncidentEventType, IncidentKind
 from rules.lifecycle import (
     QUIET,
     Alarm,
@@ -63,23 +63,6 @@ STATE_FORMAT = 1
 CORRELATION_RULE_PREFIX = "correlation."
 _OPEN = IncidentState.OPEN.value
 _CLEARED = IncidentState.CLEARED.value
-
-
-def area_key(grid_cell: str | None, district: str | None) -> str | None:
-    """The key facts and device incident events are regrouped by: the district, else the grid cell, else None
-    (a device placed nowhere takes part in no composite or correlation)."""
-    if district:
-        return f"district:{district}"
-    if grid_cell:
-        return f"cell:{grid_cell}"
-    return None
-
-
-def area_key_of(item: FactChange | IncidentEvent) -> str | None:
-    """:func:`area_key` for something the device engine told."""
-    if isinstance(item, FactChange):
-        return area_key(item.grid_cell, item.district)
-    return area_key(item.incident.grid_cell, item.incident.district)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ functions that advance it.
     deadline = next_deadline(rules, state)                 # when tick() next has something to do, or None
     data = state_to_json(state); state = state_from_json(rules, data)
 
-``outputs`` are :class:`~rules.events.IncidentEvent` (to the ``incidents`` topic), :class:`~rules.events.FactChange`
-(to the facts topic, regrouped by :func:`rules.correlation.area_key`) and :class:`~rules.events.ReadingRejected`
+``outputs`` are :class:`~domain.incident_events.IncidentEvent` (to the ``incidents`` topic),
+:class:`~domain.incident_events.FactChange` (to the facts topic, regrouped by
+:func:`domain.incident_events.area_key`) and :class:`~domain.incident_events.ReadingRejected`
 (metrics, logs). Nothing here does I/O or reads a clock: ``tick``'s ``now`` is the caller's.
 
 Event-time policy (docs/RULES.md has the long form):
@@ -35,12 +36,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from domain.categories import Severity
-from domain.incidents import Evidence, IncidentState
-from domain.readings import ConnectionState, Reading, StatusChange
-from rules.catalogue import Binding, DeviceProfile, RuleSet
-from rules.clock import from_micros, micros_of, to_micros
-from rules.conditions import Rule
-from rules.events import (
+from domain.incident_events import (
     DeviceOutput,
     FactChange,
     IncidentEvent,
@@ -48,6 +44,11 @@ from rules.events import (
     ReadingRejected,
     RejectionReason,
 )
+from domain.incidents import Evidence, IncidentState
+from domain.readings import ConnectionState, Reading, StatusChange
+from rules.catalogue import Binding, DeviceProfile, RuleSet
+from rules.clock import from_micros, micros_of, to_micros
+from rules.conditions import Rule
 from rules.lifecycle import (
     QUIET,
     Alarm,

@@ -33,9 +33,9 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from domain.categories import Severity
+from domain.incident_events import IncidentEvent, IncidentEventType, IncidentKind
 from domain.incidents import Evidence, Incident, IncidentState
 from rules.clock import from_micros
-from rules.events import IncidentEvent, IncidentEventType, IncidentKind
 
 
 class IncidentAction(StrEnum):

@@ -34,5 +34,16 @@ DEVICE_STATUS = TopicSpec("device.status", 8, "device_id", "online/offline from 
 INCIDENTS = TopicSpec("incidents", 8, "incident_id", "incident events: opened/updated/correlated/cleared/closed")
 WORKORDERS = TopicSpec("workorders", 4, "work_order_id", "every work-order transition with actor, time, position")
 CREW_UPDATES = TopicSpec("crew.updates", 4, "crew_id", "crew actions and positions, from MQTT or the HTTP API")
+# A person acknowledged an incident (API, dashboard). Keyed like the engine state that holds the incident: the
+# device id for device incidents, the area key (rules.correlation.area_key) for composite and correlation ones.
+INCIDENT_ACKS = TopicSpec("incident.acks", 8, "device_id or area key", "a person acknowledged an incident")
 
-TOPICS: tuple[TopicSpec, ...] = (READINGS, READINGS_DLQ, DEVICE_STATUS, INCIDENTS, WORKORDERS, CREW_UPDATES)
+TOPICS: tuple[TopicSpec, ...] = (
+    READINGS,
+    READINGS_DLQ,
+    DEVICE_STATUS,
+    INCIDENTS,
+    WORKORDERS,
+    CREW_UPDATES,
+    INCIDENT_ACKS,
+)

@@ -1,6 +1,13 @@
-"""Settings for tests: a state folder and ports of their own, so a running demo is never touched."""
+"""Settings for tests: a state folder and ports of their own, so a running demo is never touched.
+
+``CITYOPS_TEST_SLOT=N`` (default 0) gives a test session the state folder ``.state/test`` (slot 0) or
+``.state/test-N`` and ports at 21000 + 1000·N, so several sessions (several people, or CI jobs) can run their
+integration tests on one machine at once without sharing a broker or a database.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -8,6 +15,18 @@ from cityops.paths import DEFAULT_STATE_DIR
 from cityops.settings import Settings, isolated_settings
 
 
+def test_slot() -> int:
+    slot = int(os.environ.get("CITYOPS_TEST_SLOT", "0"))
+    if not 0 <= slot <= 20:
+        raise ValueError(f"CITYOPS_TEST_SLOT must be 0..20, got {slot}")
+    return slot
+
+
+test_slot.__test__ = False  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return isolated_settings(DEFAULT_STATE_DIR / "test", 21000)
+    slot = test_slot()
+    state = DEFAULT_STATE_DIR / ("test" if slot == 0 else f"test-{slot}")
+    return isolated_settings(state, 21000 + 1000 * slot)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cityops.bench import BenchOutcome
 from cityops.bench.environment import BenchEnvironment, read_json_lines
 from cityops.provision import credentials_dir, provision_devices
 from domain.catalogue import load_catalogue
@@ -385,3 +386,13 @@ def render(result: IngestBenchResult, command: str) -> str:
 
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f}"
+
+
+def run(env: BenchEnvironment, *, quick: bool, command: str) -> BenchOutcome:
+    rates = [2000.0, 6000.0] if quick else [2000.0, 4000.0, 6000.0, 8000.0, 10000.0, 12000.0]
+    result = run_ingest_bench(env, rates=rates, step_s=6.0 if quick else 15.0, devices=500 if quick else 2000)
+    numbers = summary(result)
+    headline = (
+        f"ingest: {numbers['readings_per_s']} readings/s sustained, baseline {numbers['baseline_readings_per_s']}"
+    )
+    return BenchOutcome(render(result, command), numbers, headline)

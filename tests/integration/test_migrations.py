@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from cityops.paths import MIGRATIONS_DIR
-from cityops.services.postgres import Postgres
-from cityops.services.supervisor import Supervisor
-from cityops.settings import Settings
 from store.migrations import MigrationError, iter_table_names, migrate
 
 EXPECTED_RELATIONS = {
@@ -46,23 +39,6 @@ INSERT_INCIDENT = """
                            opened_at, updated_at)
     VALUES (%s, 'r', 1, 'wl-1', 'drainage.waterlogging', 'high', %s, 't', 'c', now(), now())
 """
-
-
-@pytest.fixture
-def fresh_db(supervisor: Supervisor, settings: Settings) -> Iterator[str]:
-    """An empty database owned by the application role, with PostGIS created by the superuser."""
-    postgres = supervisor.service("postgres")
-    assert isinstance(postgres, Postgres)
-    name = f"migrate_{uuid.uuid4().hex[:10]}"
-    with postgres.superuser_connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(settings.db.user))
-        )
-    with postgres.superuser_connect(name) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    yield make_conninfo(settings.db.conninfo(), dbname=name)
-    with postgres.superuser_connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_migrations_apply_once_and_twice_is_harmless(fresh_db: str) -> None:

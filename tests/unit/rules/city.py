@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from domain.incident_events import DeviceOutput, FactChange, IncidentEvent, IncidentEventType, ReadingRejected
 from domain.readings import ConnectionState, Reading, StatusChange
 from rules.catalogue import RuleSet, parse_rules
 from rules.detection import DeviceState, evaluate
-from rules.events import DeviceOutput, FactChange, IncidentEvent, IncidentEventType, ReadingRejected
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # 11:00 in Helsinki (EEST)
 

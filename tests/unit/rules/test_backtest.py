@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from domain.incident_events import IncidentEventType
 from domain.readings import Reading, StatusChange
 from rules.backtest import backtest
 from rules.catalogue import load_rules
-from rules.events import IncidentEventType
 from tests.unit.rules.city import at, reading, series, status
 
 RULES = load_rules()

@@ -9,12 +9,12 @@ from datetime import datetime
 import pytest
 
 from domain.categories import Severity
+from domain.incident_events import FactChange, IncidentEvent, IncidentEventType, IncidentKind, area_key, area_key_of
 from domain.incidents import Incident, IncidentState
 from domain.readings import Reading
 from rules.backtest import backtest
 from rules.catalogue import load_rules
-from rules.correlation import AreaState, area_key, area_key_of, children_of, correlate, next_area_deadline, tick_area
-from rules.events import FactChange, IncidentEvent, IncidentEventType, IncidentKind
+from rules.correlation import AreaState, children_of, correlate, next_area_deadline, tick_area
 from tests.unit.rules.city import at, reading
 
 RULES = load_rules()

@@ -3,8 +3,8 @@ reported and not applied; duplicates are ignored."""
 
 from __future__ import annotations
 
+from domain.incident_events import IncidentEventType, RejectionReason
 from domain.readings import Reading
-from rules.events import IncidentEventType, RejectionReason
 from tests.unit.rules.city import at, catalogue, incident_events, kinds, reading, rejections, run, series
 
 OPENED = IncidentEventType.OPENED

@@ -7,11 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain.readings import Reading
-from rules.catalogue import load_rules
-from rules.correlation import correlate
-from rules.detection import acknowledge
-from rules.events import (
+from domain.incident_events import (
     EventDecodeError,
     FactChange,
     IncidentEvent,
@@ -21,6 +17,10 @@ from rules.events import (
     encode_fact,
     event_to_json,
 )
+from domain.readings import Reading
+from rules.catalogue import load_rules
+from rules.correlation import correlate
+from rules.detection import acknowledge
 from tests.unit.rules.city import at, facts, incident_events, run, series
 
 RULES = load_rules()

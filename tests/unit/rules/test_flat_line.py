@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rules.events import IncidentEventType
+from domain.incident_events import IncidentEventType
 from tests.unit.rules.city import at, catalogue, incident_events, kinds, run, series
 
 OPENED = IncidentEventType.OPENED

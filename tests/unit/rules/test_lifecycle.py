@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
+from domain.incident_events import IncidentEvent, IncidentEventType, IncidentKind
 from domain.incidents import IncidentState
 from rules.clock import to_micros
 from rules.detection import acknowledge, tick
-from rules.events import IncidentEvent, IncidentEventType, IncidentKind
 from rules.lifecycle import (
     QUIET,
     TRANSITIONS,

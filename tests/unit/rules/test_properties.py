@@ -15,12 +15,12 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.incident_events import DeviceOutput, IncidentEvent, IncidentEventType, ReadingRejected
 from domain.incidents import IncidentState
 from domain.readings import Reading
 from rules.catalogue import load_rules
 from rules.clock import to_micros
 from rules.detection import DeviceState, evaluate, state_from_json, state_to_json, tick
-from rules.events import DeviceOutput, IncidentEvent, IncidentEventType, ReadingRejected
 from rules.lifecycle import TRANSITIONS, IncidentAction, incident_id
 from tests.unit.rules.city import at
 
@@ -184,8 +184,8 @@ NEXT_STEP = {
 def area_inputs(draw: st.DrawFn) -> list[tuple[str, object]]:
     """A timeline of facts toggling, device incidents walking their lifecycle, and ticks, in time order."""
     from domain.categories import Severity
+    from domain.incident_events import FactChange, IncidentKind
     from domain.incidents import Incident
-    from rules.events import FactChange, IncidentKind
 
     minute = 0.0
     facts: dict[tuple[str, str], bool] = {}
@@ -243,8 +243,8 @@ def area_inputs(draw: st.DrawFn) -> list[tuple[str, object]]:
 def test_the_area_engine_keeps_the_lifecycle_and_never_hides_an_incident(timeline: list[tuple[str, object]]) -> None:
     from datetime import datetime
 
+    from domain.incident_events import FactChange
     from rules.correlation import AreaState, area_from_json, area_to_json, correlate, tick_area
-    from rules.events import FactChange
 
     area: AreaState | None = None
     told: list[IncidentEvent] = []

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from domain.incident_events import IncidentEvent, IncidentEventType
 from rules.catalogue import RuleSet
 from rules.detection import DeviceState, next_deadline, observe_status, tick
-from rules.events import IncidentEvent, IncidentEventType
 from tests.unit.rules.city import at, catalogue, incident_events, kinds, reading, run, status
 
 OPENED = IncidentEventType.OPENED

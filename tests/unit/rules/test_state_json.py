@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from domain.incident_events import FactChange, IncidentEvent
 from rules.catalogue import load_rules
 from rules.correlation import area_from_json, area_to_json, correlate
 from rules.detection import DeviceState, evaluate, state_from_json, state_to_json
-from rules.events import FactChange, IncidentEvent
 from tests.unit.rules.city import catalogue, facts, incident_events, reading, run, series
 from tests.unit.rules.test_correlation import flooded_area
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from domain.categories import Severity
+from domain.incident_events import IncidentEventType
 from domain.incidents import IncidentState
 from domain.readings import Reading
-from rules.events import IncidentEventType
 from tests.unit.rules.city import at, catalogue, incident_events, kinds, reading, run, series
 
 OPENED = IncidentEventType.OPENED

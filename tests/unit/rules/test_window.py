@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.incident_events import IncidentEventType
 from domain.readings import Reading
-from rules.events import IncidentEventType
 from tests.unit.rules.city import T0, at, catalogue, incident_events, kinds, run, series
 
 OPENED = IncidentEventType.OPENED

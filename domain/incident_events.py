@@ -1,5 +1,7 @@
 """What the rule engine tells the rest of the platform, and its JSON form (encode/decode, no I/O).
 
+The contract of the ``incidents`` topic, shared by rules/ (which produces it), streams/, store/ and api/.
+
 * :class:`IncidentEvent` — one change of one incident; the value on the Kafka ``incidents`` topic (key: the incident
   id). It carries the incident's snapshot after the change and its evidence.
 * :class:`FactChange` — a device-level condition that composites listen to became true or false; the value on the
@@ -39,6 +41,9 @@ class IncidentKind(StrEnum):
     DEVICE = "device"  # one device's rule; source is the device id
     COMPOSITE = "composite"  # several devices' facts in one grid cell or district; source is the cell or district
     CORRELATION = "correlation"  # a parent made by correlation for related incidents in one cell; source is the cell
+    # A person reported it: a citizen through Open311, a patrol, a dispatcher. Not made by rules/ (the API registers
+    # it); the same topic and lifecycle carry it, so it enters the same loop. Source is the reporting channel.
+    REPORT = "report"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,3 +282,23 @@ def decode_fact(data: bytes) -> FactChange:
     if not isinstance(document, dict):
         raise EventDecodeError("a fact change is a JSON object")
     return fact_from_json(document)
+
+
+# --- routing ------------------------------------------------------------------------------------------------------
+
+
+def area_key(grid_cell: str | None, district: str | None) -> str | None:
+    """The key facts and device incident events are regrouped by: the district, else the grid cell, else None
+    (a device placed nowhere takes part in no composite or correlation)."""
+    if district:
+        return f"district:{district}"
+    if grid_cell:
+        return f"cell:{grid_cell}"
+    return None
+
+
+def area_key_of(item: FactChange | IncidentEvent) -> str | None:
+    """:func:`area_key` for something the device engine told."""
+    if isinstance(item, FactChange):
+        return area_key(item.grid_cell, item.district)
+    return area_key(item.incident.grid_cell, item.incident.district)
