@@ -34,7 +34,9 @@ city_app = typer.Typer(
     help="The city: districts, communities, the unit grid, departments' units.", no_args_is_help=True
 )
 app.add_typer(services_app, name="services")
+users_app = typer.Typer(help="People who use the platform and their roles.", no_args_is_help=True)
 app.add_typer(city_app, name="city")
+app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 app.add_typer(devices_app, name="devices")
 
@@ -261,6 +263,68 @@ def city_load(
         f"{city.manifest.display_name}: {report.districts} districts, {report.communities} communities, "
         f"{report.grid_cells} grid cells, {report.units} department units"
     )
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="the sign-in name")],
+    role: Annotated[str, typer.Option(help="commander, dispatcher, crew, viewer or device_admin")],
+    name: Annotated[str | None, typer.Option(help="display name (default: the user name)")] = None,
+    crew: Annotated[str | None, typer.Option(help="for role crew: the crew this user acts as")] = None,
+    department: Annotated[str | None, typer.Option(help="scope a dispatcher to one department")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option(help="read the password from stdin instead of generating one")
+    ] = False,
+) -> None:
+    """Create or update a user. Without --password-stdin a random password is generated and printed once."""
+    import secrets
+
+    import psycopg
+
+    from domain.access import AccessError, Principal, Role, hash_user_password
+    from store.users import upsert_user
+
+    settings = load_settings()
+    try:
+        principal = Principal(username=username, role=Role(role), crew_id=crew, department_code=department)
+    except (AccessError, ValueError) as error:
+        err_console.print(f"[red]invalid user[/red]: {error}")
+        raise typer.Exit(2) from error
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
+    try:
+        with psycopg.connect(settings.db.conninfo()) as conn:
+            upsert_user(conn, principal, display_name=name or username, password_hash=hash_user_password(password))
+    except (AccessError, psycopg.errors.IntegrityError) as error:
+        err_console.print(f"[red]cannot save user[/red]: {error}")
+        raise typer.Exit(2) from error
+    console.print(f"user {username} ({role}) saved")
+    if not password_stdin:
+        console.print(f"password: {password}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every user with role, crew, department and whether it is enabled."""
+    import psycopg
+
+    from store.users import list_users
+
+    with psycopg.connect(load_settings().db.conninfo()) as conn:
+        users = list_users(conn)
+    table = Table(title=f"{len(users)} users")
+    for column in ("user", "name", "role", "crew", "department", "enabled"):
+        table.add_column(column)
+    for user in users:
+        p = user.principal
+        table.add_row(
+            p.username,
+            user.display_name,
+            p.role.value,
+            p.crew_id or "-",
+            p.department_code or "-",
+            "no" if user.disabled else "yes",
+        )
+    console.print(table)
 
 
 @devices_app.command("provision")
