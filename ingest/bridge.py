@@ -2,11 +2,14 @@
 
 paho-mqtt 2 (MQTT 5, persistent session, QoS 1, manual acknowledgement) is driven by the asyncio loop
 (ingest/mqtt_loop.py), so receiving, decoding, producing with aiokafka (acks=all, idempotent) and acknowledging
-all happen on one thread, in batches.
+all happen on one thread, in batches: records go into per-partition Kafka batches (ingest/kafka_batches.py), and
+the acknowledgements of a pass go to the broker in one write.
 An MQTT message is acknowledged to the broker only after every record derived from it -- readings, status
 changes, dead letters -- is acknowledged by Kafka, and acknowledgements are sent in the order the messages arrived
 (MQTT requires it). If the bridge dies, the broker redelivers everything not acknowledged, so nothing is lost;
 duplicates that creates are caught by the decoder's memory or, after a restart, by the idempotent database write.
+If Kafka fails a batch (after the producer's own retries), every message with a record in it is re-sent and stays
+unacknowledged until Kafka takes it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -29,7 +31,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from domain.wire import encode_reading, encode_status
 from ingest.dead_letters import DeadLetter
-from ingest.decode import DeviceEntry, Reason, TelemetryDecoder
+from ingest.decode import Decoded, DeviceEntry, Reason, TelemetryDecoder
+from ingest.kafka_batches import BatchProducer, KafkaBatcher
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_loop import AsyncioMqttDriver, BufferedClient
 
@@ -37,12 +40,6 @@ log = logging.getLogger(__name__)
 
 TELEMETRY_SUBSCRIPTION = "$share/ingest/city/telemetry/+"
 STATUS_SUBSCRIPTION = "city/status/+"
-
-
-class RecordProducer(Protocol):
-    """What the bridge needs from Kafka: send one record, get a future that resolves when it is acknowledged."""
-
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +57,9 @@ class BridgeConfig:
     dead_letter_topic: str = "readings.dlq"
     registry_refresh_s: float = 60.0
     unknown_device_refresh_s: float = 5.0
+    # How long a Kafka batch may wait for more records when its partition is idle. The batches are the bridge's own
+    # (ingest/kafka_batches.py), so the producer's linger_ms does not apply to them; 5 ms is the same.
+    kafka_linger_s: float = 0.005
 
 
 @dataclass(slots=True)
@@ -79,20 +79,38 @@ class _Pending:
 
     message: _Incoming
     records: list[tuple[str, bytes, bytes]]  # (topic, key, value), kept to re-send if Kafka fails
-    futures: list[asyncio.Future[Any]]
+    deliveries: list[asyncio.Future[None]]  # of the Kafka batches its records are in
+
+
+def _failed(delivery: asyncio.Future[None]) -> bool:
+    return delivery.done() and (delivery.cancelled() or delivery.exception() is not None)
+
+
+def _settled(deliveries: list[asyncio.Future[None]]) -> bool | None:
+    """True when Kafka acknowledged all these batches, False when one of them failed, None while one is pending."""
+    failed = False
+    for delivery in deliveries:
+        if not delivery.done():
+            return None
+        if delivery.cancelled() or delivery.exception() is not None:
+            failed = True
+    return not failed
 
 
 class IngestBridge:
     def __init__(
         self,
         config: BridgeConfig,
-        producer: RecordProducer,
+        producer: BatchProducer,
         load_directory: Callable[[], Mapping[str, DeviceEntry]],
         metrics: IngestMetrics | None = None,
         decoder: TelemetryDecoder | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
+        self._batches = KafkaBatcher(
+            producer, linger_s=config.kafka_linger_s, on_settled=self._guard(self._on_batch_settled)
+        )
         self.load_directory = load_directory
         self.metrics = metrics or IngestMetrics()
         self.decoder = decoder or TelemetryDecoder({})
@@ -102,14 +120,16 @@ class IngestBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._driver: AsyncioMqttDriver | None = None
         self._pending: deque[_Pending] = deque()
-        self._pending_changed = asyncio.Event()
+        self._resend_due = asyncio.Event()
+        self._acknowledging_soon = False
+        self._acknowledge_soon_guarded = self._guard(self._acknowledge_soon)
         self._connected = asyncio.Event()
         self._fatal: BaseException | None = None
         self._last_refresh = 0.0
-        self.client = self._make_client()
+        self.client: BufferedClient = self._make_client()
 
-    # -- paho side (its network thread) --------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
+    # -- paho side (its callbacks, on the event loop) ---------------------------------------------------------------
+    def _make_client(self) -> BufferedClient:
         client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.config.client_id,
@@ -120,20 +140,19 @@ class IngestBridge:
         client.max_inflight_messages_set(self.config.receive_maximum)
         client.on_connect = self._guard(self._on_connect)
         client.on_disconnect = self._guard(self._on_disconnect)
-        client.on_message = self._guard(self._on_message)
+        client.on_incoming_publish = self._guard(self._on_publish)
         client.on_subscribe = self._guard(self._on_subscribe)
         return client
 
     def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
-        """paho swallows exceptions raised in callbacks; record them and stop the bridge instead."""
+        """paho and asyncio swallow exceptions raised in callbacks; record them and stop the bridge instead."""
 
         def guarded(*args: object) -> None:
             try:
                 callback(*args)
             except BaseException as error:
-                log.exception("MQTT callback %s failed; stopping the bridge", callback.__name__)
+                log.exception("callback %s failed; stopping the bridge", callback.__name__)
                 self._fatal = error
-                self._pending_changed.set()
                 self._inbox_ready.set()
 
         guarded.__name__ = callback.__name__
@@ -183,17 +202,8 @@ class IngestBridge:
         self._connected.clear()
         log.warning("disconnected from the MQTT broker", extra={"fields": {"reason": str(reason)}})
 
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        incoming = _Incoming(
-            topic=message.topic,
-            payload=bytes(message.payload),
-            mid=message.mid,
-            qos=message.qos,
-            retained=bool(message.retain),
-            received_at=datetime.now(UTC),
-            received_mono=time.monotonic(),
-        )
-        self._inbox.append(incoming)
+    def _on_publish(self, topic: str, payload: bytes, mid: int, qos: int, retained: bool) -> None:
+        self._inbox.append(_Incoming(topic, payload, mid, qos, retained, datetime.now(UTC), time.monotonic()))
         self._inbox_ready.set()
 
     # -- asyncio side --------------------------------------------------------------------------------------
@@ -201,6 +211,7 @@ class IngestBridge:
         """Run until ``stop`` is set; then finish what was received, acknowledge it, and disconnect."""
         self._loop = asyncio.get_running_loop()
         await self._refresh_directory(force=True)
+        await self._batches.start((self.config.readings_topic, self.config.status_topic, self.config.dead_letter_topic))
         connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_properties.SessionExpiryInterval = self.config.session_expiry_s
         connect_properties.ReceiveMaximum = self.config.receive_maximum
@@ -213,38 +224,39 @@ class IngestBridge:
             properties=connect_properties,
         )
         processor = asyncio.create_task(self._process(), name="ingest-process")
-        acknowledger = asyncio.create_task(self._acknowledge(), name="ingest-acknowledge")
+        resender = asyncio.create_task(self._resend_when_due(), name="ingest-resend")
         refresher = asyncio.create_task(self._refresh_periodically(), name="ingest-registry-refresh")
         stopped = asyncio.create_task(stop.wait())
+        sending = self._batches.sending
+        assert sending is not None
         try:
-            done, _ = await asyncio.wait({processor, acknowledger, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({processor, resender, sending, stopped}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopped and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
             refresher.cancel()
-            await self._drain(processor, acknowledger)
+            await self._drain(processor, resender)
+            await self._batches.close()
             if self._driver is not None:
                 await self._driver.stop()
             stopped.cancel()
         if self._fatal is not None:
-            raise RuntimeError("an MQTT callback failed") from self._fatal
+            raise RuntimeError("a bridge callback failed") from self._fatal
 
     async def wait_connected(self, within_s: float) -> None:
         await asyncio.wait_for(self._connected.wait(), within_s)
 
-    async def _drain(
-        self, processor: asyncio.Task[None], acknowledger: asyncio.Task[None], within_s: float = 30.0
-    ) -> None:
+    async def _drain(self, processor: asyncio.Task[None], resender: asyncio.Task[None], within_s: float = 30.0) -> None:
         """Graceful stop: process what is queued, wait until Kafka acknowledged it, acknowledge it to the broker."""
         deadline = time.monotonic() + within_s
         while (self._inbox or self._pending) and time.monotonic() < deadline and self._fatal is None:
-            if processor.done() or acknowledger.done():
+            if processor.done() or resender.done():
                 break
             await asyncio.sleep(0.05)
-        for task in (processor, acknowledger):
+        for task in (processor, resender):
             task.cancel()
-        await asyncio.gather(processor, acknowledger, return_exceptions=True)
+        await asyncio.gather(processor, resender, return_exceptions=True)
         if self._pending:
             log.warning(
                 "stopping with messages not yet acknowledged; the broker will redeliver them",
@@ -271,34 +283,39 @@ class IngestBridge:
 
     async def _process(self) -> None:
         while True:
+            if self._fatal is not None:
+                raise RuntimeError("a bridge callback failed") from self._fatal
             if not self._inbox:
                 self._inbox_ready.clear()
                 if not self._inbox:  # paho may have appended between the check and the clear
                     await self._inbox_ready.wait()
                 continue
             counts = _BatchCounts()
+            decode = self.decoder.decode
             for _ in range(min(len(self._inbox), 5000)):
-                await self._handle(self._inbox.popleft(), counts)
+                incoming = self._inbox.popleft()
+                decoded = decode(incoming.topic, incoming.payload, incoming.received_at, retained=incoming.retained)
+                rejections = decoded.rejections
+                # An unknown device is always the one rejection of its message.
+                if (
+                    rejections
+                    and rejections[0].reason is Reason.UNKNOWN_DEVICE
+                    and await self._refresh_directory(force=False)
+                ):
+                    # A device provisioned after the last refresh: look again before calling it unknown.
+                    decoded = decode(incoming.topic, incoming.payload, incoming.received_at, retained=incoming.retained)
+                self._hand_off(incoming, decoded, counts)
+            self._batches.flush()
             counts.publish(self.metrics)
-            self._pending_changed.set()
-            if self._fatal is not None:
-                raise RuntimeError("an MQTT callback failed") from self._fatal
+            self._acknowledge_ready()
 
-    async def _handle(self, incoming: _Incoming, counts: _BatchCounts) -> None:
+    def _hand_off(self, incoming: _Incoming, decoded: Decoded, counts: _BatchCounts) -> None:
+        """Turn a decoded message into Kafka records, add them to their batches, and queue the message for its
+        acknowledgement."""
         if incoming.topic.startswith("city/status/"):
             counts.status += 1
         else:
             counts.telemetry += 1
-        decoded = self.decoder.decode(
-            incoming.topic, incoming.payload, incoming.received_at, retained=incoming.retained
-        )
-        if any(r.reason is Reason.UNKNOWN_DEVICE for r in decoded.rejections) and await self._refresh_directory(
-            force=False
-        ):
-            # A device provisioned after the last refresh: look again before calling it unknown.
-            decoded = self.decoder.decode(
-                incoming.topic, incoming.payload, incoming.received_at, retained=incoming.retained
-            )
         records: list[tuple[str, bytes, bytes]] = []
         for reading in decoded.readings:
             records.append((self.config.readings_topic, reading.device_id.encode(), encode_reading(reading)))
@@ -313,52 +330,79 @@ class IngestBridge:
             for rejection in decoded.rejections:
                 counts.rejected[rejection.reason.value] = counts.rejected.get(rejection.reason.value, 0) + 1
         counts.accepted += len(decoded.readings)
-        futures = [await self.producer.send(topic, value, key) for topic, key, value in records]
-        self._pending.append(_Pending(incoming, records, futures))
+        self._pending.append(_Pending(incoming, records, self._deliver(records)))
 
-    async def _acknowledge(self) -> None:
-        """Acknowledge messages to the broker in arrival order, each once Kafka acknowledged all its records."""
+    def _deliver(self, records: list[tuple[str, bytes, bytes]]) -> list[asyncio.Future[None]]:
+        """Add the records to their Kafka batches; return those batches' deliveries (records share batches)."""
+        deliveries: list[asyncio.Future[None]] = []
+        add = self._batches.add
+        for topic, key, value in records:
+            delivery = add(topic, key, value)
+            if delivery not in deliveries:
+                deliveries.append(delivery)
+        return deliveries
+
+    async def _resend_when_due(self) -> None:
+        """Kafka did not take a batch (after the producer's own retries). Holding the acknowledgement keeps the
+        message with the broker; re-send, a second later, until Kafka takes it, so nothing is lost while Kafka is
+        down."""
         while True:
-            if not self._pending:
-                self.metrics.inflight.set(0)
-                self._pending_changed.clear()
-                await self._pending_changed.wait()
-                continue
-            head = self._pending[0]
-            waiting = next((f for f in head.futures if not f.done()), None)
-            if waiting is not None:
-                await asyncio.wait([waiting])
-                continue
-            failed = next((f.exception() for f in head.futures if f.exception() is not None), None)
-            if failed is not None:
-                # Kafka did not take them (after the producer's own retries). Holding the acknowledgement keeps the
-                # message with the broker; re-send until Kafka takes it, so nothing is lost while Kafka is down.
-                self.metrics.produce_retries.inc()
-                log.warning("Kafka did not acknowledge; re-sending", extra={"fields": {"error": repr(failed)}})
-                await asyncio.sleep(1.0)
-                head.futures = [await self.producer.send(t, v, k) for t, k, v in head.records]
-                continue
-            self._acknowledge_ready()
+            await self._resend_due.wait()
+            await asyncio.sleep(1.0)
+            self._resend_due.clear()
+            self._resend_failed()
+
+    def _resend_failed(self) -> None:
+        """Put every pending message whose records are in a failed batch into new batches, in arrival order."""
+        errors = {repr(d.exception()) for p in self._pending for d in p.deliveries if _failed(d) and not d.cancelled()}
+        resent = 0
+        for pending in self._pending:
+            if any(_failed(d) for d in pending.deliveries):
+                pending.deliveries = self._deliver(pending.records)
+                resent += 1
+        self._batches.flush()
+        self.metrics.produce_retries.inc()
+        log.warning(
+            "Kafka did not acknowledge; re-sending", extra={"fields": {"messages": resent, "errors": sorted(errors)}}
+        )
+
+    def _on_batch_settled(self, topic: str, records: int, error: BaseException | None) -> None:
+        if error is None:
+            self.metrics.produced.labels(topic).inc(records)
+        # The batches of one produce response settle one callback after another in the same turn of the loop;
+        # acknowledging once after all of them makes one PUBACK write instead of one per batch.
+        if not self._acknowledging_soon:
+            self._acknowledging_soon = True
+            asyncio.get_running_loop().call_soon(self._acknowledge_soon_guarded)
+
+    def _acknowledge_soon(self) -> None:
+        self._acknowledging_soon = False
+        self._acknowledge_ready()
 
     def _acknowledge_ready(self) -> None:
-        """Acknowledge every message at the head whose records are all acknowledged, in one pass."""
-        produced: dict[str, int] = {}
+        """Acknowledge, in arrival order and in one write, every message at the head of the queue whose records
+        Kafka has all acknowledged. Runs after each processing pass and each time a Kafka batch settles."""
+        pending = self._pending
+        mids: list[int] = []
         acked = 0
         now = time.monotonic()
-        while self._pending:
-            head = self._pending[0]
-            if not all(f.done() and f.exception() is None for f in head.futures):
+        observe = self.metrics.ack_latency.observe
+        while pending:
+            head = pending[0]
+            settled = _settled(head.deliveries)
+            if settled is not True:
+                if settled is False:
+                    self._resend_due.set()
                 break
-            self._pending.popleft()
-            for topic, _key, _value in head.records:
-                produced[topic] = produced.get(topic, 0) + 1
-            self.client.ack(head.message.mid, head.message.qos)
-            self.metrics.ack_latency.observe(now - head.message.received_mono)
+            pending.popleft()
+            if head.message.qos == 1:
+                mids.append(head.message.mid)
+            observe(now - head.message.received_mono)
             acked += 1
-        for topic, count in produced.items():
-            self.metrics.produced.labels(topic).inc(count)
-        self.metrics.acked.inc(acked)
-        self.metrics.inflight.set(len(self._pending))
+        if acked:
+            self.client.ack_in_order(mids)
+            self.metrics.acked.inc(acked)
+        self.metrics.inflight.set(len(pending))
 
 
 @dataclass(slots=True)

@@ -35,22 +35,36 @@ class DeadLetter:
             text: str | None = self.payload[:_TEXT_PREVIEW].decode("utf-8")
         except UnicodeDecodeError:
             text = None
-        return orjson.dumps(
-            {
-                "reason": first.reason.value,
-                "detail": first.detail,
-                "reasons": [
-                    {"reason": r.reason.value, "detail": r.detail, "sample_index": r.sample_index, "metric": r.metric}
-                    for r in self.rejections
-                ],
-                "topic": self.topic,
-                "device_id": self.device_id,
-                "received_at": self.received_at.isoformat(),
-                "payload_b64": base64.b64encode(self.payload).decode(),
-                "payload_text": text,
-                "payload_bytes": len(self.payload),
-            }
-        )
+        record = {
+            "reason": first.reason.value,
+            "detail": first.detail,
+            "reasons": [
+                {"reason": r.reason.value, "detail": r.detail, "sample_index": r.sample_index, "metric": r.metric}
+                for r in self.rejections
+            ],
+            "topic": self.topic,
+            "device_id": self.device_id,
+            "received_at": self.received_at.isoformat(),
+            "payload_b64": base64.b64encode(self.payload).decode(),
+            "payload_text": text,
+            "payload_bytes": len(self.payload),
+        }
+        try:
+            return orjson.dumps(record)
+        except TypeError:
+            # A JSON string escape in the payload can carry a lone surrogate (e.g. a metric named "\ud800"), which
+            # is not UTF-8: spell such characters out rather than fail on the one message that must be kept.
+            return orjson.dumps(_utf8_safe(record))
+
+
+def _utf8_safe(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utf8_safe(v) for v in value]
+    return value
 
 
 def decode_dead_letter(data: bytes) -> dict[str, object]:

@@ -21,12 +21,13 @@ from typing import Any
 
 import orjson
 
-from domain.devices import DeviceStatus, DeviceType
+from domain.devices import DeviceStatus, DeviceType, MetricSpec
 from domain.readings import ConnectionState, Reading, StatusChange
 
 TELEMETRY_PREFIX = "city/telemetry/"
 STATUS_PREFIX = "city/status/"
 _SAMPLE_FIELDS = frozenset({"ts", "seq", "metrics"})
+_MAX_SEQ = 2**63 - 1  # readings.seq is a bigint
 
 
 class Reason(StrEnum):
@@ -154,8 +155,26 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _children(value: dict[Any, Any] | list[Any]) -> Any:
-    return value.values() if isinstance(value, dict) else value
+def _nests(sample: dict[Any, Any]) -> bool:
+    """True if a value of ``sample`` holds an object or array: deeper than a valid sample (sample, metrics, value)
+    ever is. Only then is the exact depth worth measuring."""
+    for value in sample.values():
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        for child in children:
+            if isinstance(child, dict | list):
+                return True
+    return False
+
+
+def _short(value: object) -> str:
+    """A value for a message, cut short: JSON integers may have thousands of digits."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_timestamp(raw: Any) -> datetime:
@@ -163,12 +182,16 @@ def parse_timestamp(raw: Any) -> datetime:
     if isinstance(raw, bool):
         raise ValueError(f"ts must be RFC 3339 text or epoch milliseconds, got {raw!r}")
     if isinstance(raw, int | float):
-        if not math.isfinite(raw):
+        try:
+            finite = math.isfinite(raw)
+        except OverflowError:  # an integer beyond any float: finite, and refused just below
+            finite = True
+        if not finite:
             raise ValueError(f"ts {raw!r} is not a finite number")
         try:
             return datetime.fromtimestamp(raw / 1000.0, tz=UTC)
         except (OverflowError, OSError, ValueError) as error:
-            raise ValueError(f"ts {raw!r} is not a usable epoch-milliseconds value") from error
+            raise ValueError(f"ts {_short(raw)} is not a usable epoch-milliseconds value") from error
     if isinstance(raw, str):
         try:
             moment = datetime.fromisoformat(raw)
@@ -191,9 +214,13 @@ class TelemetryDecoder:
         self.directory = directory
         self.limits = limits or Limits()
         self._recent: dict[str, _Recent] = {}
+        # Per device type, the metric names its devices have sent that resolved (unknown names are not kept, so
+        # garbage cannot grow it): DeviceType.resolve scans the type's metrics and their aliases every time.
+        self._resolved: dict[str, dict[str, tuple[MetricSpec, float]]] = {}
 
     def replace_directory(self, directory: Mapping[str, DeviceEntry]) -> None:
         self.directory = directory
+        self._resolved.clear()
 
     # -- entry point ---------------------------------------------------------------------------------------
     def decode(self, topic: str, payload: bytes, received_at: datetime, *, retained: bool = False) -> Decoded:
@@ -237,11 +264,11 @@ class TelemetryDecoder:
 
     # -- telemetry -----------------------------------------------------------------------------------------
     def _parse(self, device_id: str, payload: bytes) -> Any | Decoded:
-        if not payload.strip():
-            return _reject(device_id, Reason.EMPTY, "empty payload")
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
+            if not payload.strip():
+                return _reject(device_id, Reason.EMPTY, "empty payload")
             # orjson refuses NaN/Infinity like any malformed JSON; ask the lenient parser why, for a precise reason.
             try:
                 document = json.loads(payload, parse_constant=_refuse_constant)
@@ -260,8 +287,11 @@ class TelemetryDecoder:
             return document
         if isinstance(document, dict):
             samples: list[Any] = [document]
+            flat = False  # measured per sample
         elif isinstance(document, list):
-            if _depth(document, self.limits.max_depth) > self.limits.max_depth:
+            # An array of flat samples nests four levels (array, sample, metrics, value): measure only the others.
+            flat = self.limits.max_depth >= 4 and all(isinstance(s, dict) and not _nests(s) for s in document)
+            if not flat and _depth(document, self.limits.max_depth) > self.limits.max_depth:
                 return _reject(device_id, Reason.TOO_DEEP, f"payload nests deeper than {self.limits.max_depth} levels")
             samples = document
             if not samples:
@@ -282,7 +312,7 @@ class TelemetryDecoder:
         index = None if len(samples) == 1 and isinstance(document, dict) else 0
         for position, sample in enumerate(samples):
             sample_index = None if index is None else position
-            reading = self._decode_sample(entry, sample, sample_index, received_at, rejections)
+            reading = self._decode_sample(entry, sample, sample_index, received_at, rejections, flat=flat)
             if reading is not None:
                 readings.append(reading)
         return Decoded(device_id, readings=tuple(readings), rejections=tuple(rejections))
@@ -294,6 +324,8 @@ class TelemetryDecoder:
         index: int | None,
         received_at: datetime,
         rejections: list[Rejection],
+        *,
+        flat: bool = False,
     ) -> Reading | None:
         def reject(reason: Reason, detail: str, metric: str | None = None) -> None:
             where = "" if index is None else f"sample {index}: "
@@ -304,15 +336,11 @@ class TelemetryDecoder:
             return None
         # A valid sample nests three levels (sample, metrics, value). Deeper junk is measured only when present,
         # so the common case pays nothing for the check.
-        nested = any(
-            isinstance(value, dict | list) and any(isinstance(v, dict | list) for v in _children(value))
-            for value in sample.values()
-        )
-        if nested and _depth(sample, self.limits.max_depth) > self.limits.max_depth:
+        if not flat and _nests(sample) and _depth(sample, self.limits.max_depth) > self.limits.max_depth:
             reject(Reason.TOO_DEEP, f"sample nests deeper than {self.limits.max_depth} levels")
             return None
-        unexpected = set(sample) - _SAMPLE_FIELDS
-        if unexpected:
+        if not sample.keys() <= _SAMPLE_FIELDS:
+            unexpected = set(sample) - _SAMPLE_FIELDS
             reject(Reason.WRONG_SHAPE, f"unexpected field(s) {sorted(unexpected)[:5]}; a sample has ts, seq, metrics")
             return None
         if "ts" not in sample:
@@ -331,7 +359,10 @@ class TelemetryDecoder:
             return None
         seq = sample.get("seq")
         if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-            reject(Reason.BAD_SEQ, f"seq must be a non-negative integer, got {seq!r}")
+            reject(Reason.BAD_SEQ, f"seq must be a non-negative integer, got {_short(seq)}")
+            return None
+        if seq is not None and seq > _MAX_SEQ:
+            reject(Reason.BAD_SEQ, f"seq {_short(seq)} does not fit in 64 bits (the readings table's bigint)")
             return None
         metrics = sample.get("metrics")
         if not isinstance(metrics, dict):
@@ -350,8 +381,12 @@ class TelemetryDecoder:
             return None
 
         accepted: dict[str, float] = {}
+        device_type = entry.device_type
+        resolved = self._resolved.get(device_type.code)
+        if resolved is None:
+            resolved = self._resolved[device_type.code] = {}
         for name, raw in metrics.items():
-            value = self._metric_value(entry.device_type, name, raw, reject)
+            value = self._metric_value(device_type, resolved, name, raw, reject)
             if value is not None:
                 canonical, normalised = value
                 if canonical in accepted:
@@ -379,20 +414,32 @@ class TelemetryDecoder:
 
     @staticmethod
     def _metric_value(
-        device_type: DeviceType, name: str, raw: Any, reject: Callable[[Reason, str, str | None], None]
+        device_type: DeviceType,
+        resolved: dict[str, tuple[MetricSpec, float]],
+        name: str,
+        raw: Any,
+        reject: Callable[[Reason, str, str | None], None],
     ) -> tuple[str, float] | None:
-        resolved = device_type.resolve(name)
-        if resolved is None:
-            allowed = ", ".join(m.name for m in device_type.metrics)
-            reject(Reason.UNKNOWN_METRIC, f"{name[:60]!r} is not a metric of {device_type.code} ({allowed})", name[:60])
-            return None
-        spec, factor = resolved
+        known = resolved.get(name)
+        if known is None:
+            known = device_type.resolve(name)
+            if known is None:
+                allowed = ", ".join(m.name for m in device_type.metrics)
+                reject(
+                    Reason.UNKNOWN_METRIC, f"{name[:60]!r} is not a metric of {device_type.code} ({allowed})", name[:60]
+                )
+                return None
+            resolved[name] = known
+        spec, factor = known
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             reject(Reason.WRONG_TYPE, f"{name} must be a number, got {type(raw).__name__} {str(raw)[:40]!r}", name)
             return None
-        value = float(raw) * factor
+        try:
+            value = float(raw) * factor
+        except OverflowError:  # an integer beyond any float
+            value = math.inf
         if not math.isfinite(value):
-            reject(Reason.NOT_FINITE, f"{name}={raw!r} is not a finite number", name)
+            reject(Reason.NOT_FINITE, f"{name}={_short(raw)} is not a finite number", name)
             return None
         if not spec.in_range(value):
             unit = f" {spec.unit}" if spec.unit else ""

@@ -78,6 +78,17 @@ BAD_INPUTS = [
     ("a scalar payload", telemetry(b"42"), Reason.WRONG_SHAPE),
     ("unexpected field", telemetry({"ts": NOW_MS, "metrics": {"water_level_cm": 1}, "extra": 1}), Reason.WRONG_SHAPE),
     ("negative seq", telemetry({"ts": NOW_MS, "seq": -4, "metrics": {"water_level_cm": 1}}), Reason.BAD_SEQ),
+    ("seq beyond 64 bits", telemetry({"ts": NOW_MS, "seq": 2**63, "metrics": {"water_level_cm": 1}}), Reason.BAD_SEQ),
+    (
+        "ts beyond any float",
+        telemetry(b'{"ts": 1' + b"0" * 400 + b', "metrics": {"water_level_cm": 1}}'),
+        Reason.BAD_TIMESTAMP,
+    ),
+    (
+        "metric beyond any float",
+        telemetry(b'{"ts": %d, "metrics": {"water_level_cm": 1' % NOW_MS + b"0" * 400 + b"}}"),
+        Reason.NOT_FINITE,
+    ),
     ("bad topic", ("city/telemetry/", b"{}"), Reason.BAD_TOPIC),
     ("foreign topic", ("elsewhere/wl-1", b"{}"), Reason.BAD_TOPIC),
     ("bad status", ("city/status/wl-1", b"sleepy"), Reason.BAD_STATUS),
