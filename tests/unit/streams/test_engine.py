@@ -1,0 +1,137 @@
+"""The delivery order of streams/engine.py, the due-queue and the stream clock, with plain fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain.readings import Reading
+from rules.catalogue import load_rules
+from rules.clock import SECOND, to_micros
+from rules.detection import DeviceState
+from streams.clock import DueQueue, StreamClock
+from streams.detection import DeviceEngine
+from streams.outputs import Outbound, RecordingSender, Routes, Sender, StreamsMetrics
+from streams.tables import partition_for
+
+RULES = load_rules()
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class FailingSender:
+    async def deliver(self, records: Sequence[Outbound]) -> None:
+        raise ConnectionError("broker gone")
+
+
+def engine(sender: Sender, table: dict[str, DeviceState], clock: StreamClock | None = None) -> DeviceEngine:
+    return DeviceEngine(
+        RULES,
+        store=table,
+        changelog="device-states-changelog",
+        encode=lambda state: repr(state).encode(),
+        sender=sender,
+        routes=Routes(incidents="incidents", facts="incident.facts"),
+        clock=clock or StreamClock(grace_s=0, idle_after_s=0),
+        metrics=StreamsMetrics(),
+        partitions=8,
+    )
+
+
+def level(minutes: int, value: float) -> Reading:
+    ts = NOW - timedelta(minutes=30 - minutes)
+    return Reading(
+        device_id="wl-1",
+        ts=ts,
+        metrics={"water_level_cm": value},
+        ingested_at=ts,
+        device_type="water_level",
+        grid_cell="c1",
+    )
+
+
+async def test_states_are_written_and_the_batch_acknowledged_only_after_delivery() -> None:
+    table: dict[str, DeviceState] = {}
+    acked: list[str] = []
+    sender = RecordingSender()
+
+    async def ack() -> None:
+        assert table, "acknowledged before the state was written"
+        assert sender.records, "acknowledged before the outputs were delivered"
+        acked.append("batch")
+
+    await engine(sender, table).take([level(0, 0), level(1, 20), level(2, 22)], full=False, ack=ack)
+    assert acked == ["batch"]
+    assert table["wl-1"].latest == to_micros(level(2, 22).ts)
+
+
+async def test_a_failed_delivery_writes_no_state_and_acknowledges_nothing() -> None:
+    table: dict[str, DeviceState] = {}
+    acked: list[str] = []
+
+    async def ack() -> None:
+        acked.append("batch")
+
+    devices = engine(FailingSender(), table)
+    with pytest.raises(ConnectionError):
+        await devices.take([level(0, 0), level(1, 20), level(2, 22)], full=False, ack=ack)
+    assert table == {}
+    assert acked == []
+    assert devices.state("wl-1") is None  # memory did not run ahead of Kafka
+
+
+def test_the_due_queue_pops_only_what_is_due_and_keeps_the_latest_schedule() -> None:
+    due = DueQueue()
+    due.schedule("a", 10)
+    due.schedule("b", 5)
+    due.schedule("a", 20)  # supersedes 10
+    due.schedule("c", None)
+    assert list(due.pop_due(15)) == [("b", 5)]
+    assert list(due.pop_due(15)) == []
+    assert list(due.pop_due(20)) == [("a", 20)]
+    assert len(due) == 0
+
+
+def test_the_stream_clock_says_nothing_before_the_input_is_known_then_follows_it() -> None:
+    wall = [1_000.0]
+    mono = [0.0]
+    clock = StreamClock(grace_s=2, idle_after_s=3, wall=lambda: wall[0], monotonic=lambda: mono[0])
+    assert clock.now_us() is None  # just (re)assigned: a backlog may be waiting
+    clock.observe_batch(full=True, newest_us=500 * SECOND)
+    assert clock.now_us() == 498 * SECOND  # catching up: as far as the stream has been read
+    clock.observe_batch(full=False, newest_us=900 * SECOND)
+    assert clock.now_us() == 998 * SECOND  # caught up: the wall clock, less the grace
+    clock.restart()
+    assert clock.now_us() is None
+    mono[0] = 3.5  # no input at all for a while: there is no backlog
+    assert clock.now_us() == 998 * SECOND
+
+
+def test_a_key_partition_is_kafkas_default_partition() -> None:
+    # The partition aiokafka's DefaultPartitioner (the Java client's murmur2) picks: where ingest's records land.
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner = DefaultPartitioner()
+    for key in ("wl-017", "district:kallio", "cell:A1", "ü-device"):
+        assert partition_for(key, 8) == partitioner(key.encode(), list(range(8)), list(range(8)))
+
+
+def test_the_changelog_topics_decode_with_the_state_codecs(tmp_path: Path) -> None:
+    """Recovery decodes changelog records with the changelog topic's serializers: they must be the state codecs."""
+    from streams.app import StreamsConfig, create_app
+
+    context = create_app(
+        StreamsConfig(broker="127.0.0.1:9", datadir=tmp_path), RULES, projector=_NoProjector(), sender=RecordingSender()
+    )
+    state = DeviceState("wl-9", device_type="water_level")
+    topic: Any = context.app.tables["device-states"].changelog_topic
+    assert topic.value_serializer.loads(context.devices.encode(state)) == state
+    assert topic.key_serializer.loads(b"wl-9") == "wl-9"
+
+
+class _NoProjector:
+    def write(self, events: Sequence[object]) -> int:
+        return 0
