@@ -3,7 +3,16 @@
 Every change goes through :func:`apply_action` inside the caller's transaction: the row is locked, the domain's
 transitions table decides (``domain.work_orders.apply``), the order row is updated, one audit row is appended to
 ``work_order_events``, and the event is written to the outbox, from which the dispatcher publishes it to Kafka
-``workorders`` (and the crew's MQTT topic). Change, audit and event commit together or not at all.
+``workorders``, and one outbox row per crew concerned (``assigned`` / ``updated`` / ``withdrawn``, see
+``domain.crew_tasks``) that the relay publishes to ``crews/{crew_id}/tasks``. Change, audit, event and tasks
+commit together or not at all.
+
+Public functions (the HTTP API and the dispatcher call these; keep them stable):
+
+* :func:`create_work_order`, :func:`get_work_order`, :func:`work_order_for_incident`, :func:`history`;
+* :func:`apply_action` -- every transition, by any actor;
+* :func:`assign_crew` -- dispatch or reassign to a named crew, checking the crew can take it;
+* :func:`enqueue`, :func:`unpublished`, :func:`claim_unpublished`, :func:`mark_published` -- the outbox.
 """
 
 from __future__ import annotations
@@ -18,9 +27,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from domain.categories import Priority
+from domain.crew_messages import CrewTask, encode_crew_task
+from domain.crew_tasks import crew_task_topic, task_deliveries
 from domain.geo import Position
+from domain.organization import Crew
 from domain.wire import WorkOrderMessage, encode_work_order_message
 from domain.work_orders import (
+    AWAITING_DISPATCH,
+    WITH_CREW,
     Actor,
     ActorKind,
     WorkOrder,
@@ -32,6 +46,8 @@ from domain.work_orders import (
 )
 
 WORKORDERS_TOPIC = "workorders"
+KAFKA_CHANNEL = "kafka"  # outbox rows for a Kafka topic
+MQTT_CHANNEL = "mqtt"  # outbox rows for an MQTT topic (crews' tasks)
 
 _COLUMNS = """
     id, incident_id, title, source, category_code, department_code, unit_code, priority, state, crew_id,
@@ -109,8 +125,12 @@ def create_work_order(conn: psycopg.Connection[Any], order: WorkOrder, *, source
     return row is not None
 
 
-def get_work_order(conn: psycopg.Connection[Any], work_order_id: str, *, for_update: bool = False) -> WorkOrder | None:
-    lock = " FOR UPDATE" if for_update else ""
+def get_work_order(
+    conn: psycopg.Connection[Any], work_order_id: str, *, for_update: bool = False, skip_locked: bool = False
+) -> WorkOrder | None:
+    """The order; ``for_update`` locks it for the transaction, ``skip_locked`` returns None instead of waiting
+    when another transaction holds it (timers shared by several dispatchers)."""
+    lock = (" FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE") if for_update else ""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(f"SELECT {_COLUMNS} FROM work_orders WHERE id = %s{lock}", (work_order_id,)).fetchone()  # noqa: S608
     return _order(row) if row else None
@@ -192,11 +212,70 @@ def apply_action(
         ),
     )
     enqueue(conn, WORKORDERS_TOPIC, new_order.id, encode_work_order_message(WorkOrderMessage(event, new_order)))
+    for delivery in task_deliveries(order, new_order):
+        task = CrewTask.of(new_order, delivery.status, sent_at=event.at, note=event.note)
+        enqueue(conn, crew_task_topic(delivery.crew_id), new_order.id, encode_crew_task(task), channel=MQTT_CHANNEL)
     return new_order, event
 
 
-def enqueue(conn: psycopg.Connection[Any], topic: str, key: str, payload: bytes) -> None:
-    conn.execute("INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)", (topic, key, payload))
+class CrewNotAssignableError(WorkOrderError):
+    """The named crew does not exist, or cannot take this order (another department, lacks the skill, off duty)."""
+
+
+def assign_crew(
+    conn: psycopg.Connection[Any],
+    work_order_id: str,
+    crew_id: str,
+    *,
+    actor: Actor,
+    at: datetime,
+    note: str = "",
+    changes: dict[str, Any] | None = None,
+) -> tuple[WorkOrder, WorkOrderEvent]:
+    """Give the order to ``crew_id``: DISPATCH when it waits for a crew, REASSIGN when another crew holds it.
+
+    For a dispatcher choosing a crew by hand (the HTTP API) and for the dispatcher service. Raises
+    :class:`CrewNotAssignableError` for a crew that cannot take the order, and the domain's named errors for an
+    order in a state where no crew can be given (resolved, verifying, final).
+    """
+    order = get_work_order(conn, work_order_id, for_update=True)
+    if order is None:
+        raise WorkOrderNotFoundError(f"work order {work_order_id} does not exist")
+    row = conn.execute("SELECT department_code, status, skills FROM crews WHERE id = %s", (crew_id,)).fetchone()
+    if row is None:
+        raise CrewNotAssignableError(f"crew {crew_id} does not exist")
+    department, status, skills = row
+    if department != order.department_code:
+        raise CrewNotAssignableError(
+            f"crew {crew_id} belongs to {department}; work order {work_order_id} is for {order.department_code}"
+        )
+    crew = Crew(id=crew_id, department_code=department, name=crew_id, skills=frozenset(skills))
+    if not crew.can_handle(order.category_code):
+        raise CrewNotAssignableError(f"crew {crew_id} has no skill for {order.category_code} (skills: {skills})")
+    if status == "off_duty":
+        raise CrewNotAssignableError(f"crew {crew_id} is off duty")
+    action = WorkOrderAction.DISPATCH if order.state in AWAITING_DISPATCH else WorkOrderAction.REASSIGN
+    return apply_action(conn, work_order_id, action, actor=actor, at=at, crew_id=crew_id, note=note, changes=changes)
+
+
+def open_work_orders_of_crew(conn: psycopg.Connection[Any], crew_id: str) -> list[WorkOrder]:
+    """The orders a crew holds now (dispatched to it, accepted, en route, on site), oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {_COLUMNS} FROM work_orders WHERE crew_id = %s AND state = ANY(%s) ORDER BY created_at",  # noqa: S608
+            (crew_id, [s.value for s in WITH_CREW]),
+        ).fetchall()
+    return [_order(row) for row in rows]
+
+
+def enqueue(
+    conn: psycopg.Connection[Any], topic: str, key: str, payload: bytes, *, channel: str = KAFKA_CHANNEL
+) -> None:
+    """Write one record to the outbox in the caller's transaction: a Kafka topic, or (``channel="mqtt"``) an
+    MQTT topic such as ``crews/{crew_id}/tasks``. The dispatcher's relay publishes it after the commit."""
+    conn.execute(
+        "INSERT INTO outbox (topic, key, payload, channel) VALUES (%s, %s, %s, %s)", (topic, key, payload, channel)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +284,40 @@ class OutboxRecord:
     topic: str
     key: str
     payload: bytes
+    channel: str = KAFKA_CHANNEL
 
 
 def unpublished(conn: psycopg.Connection[Any], limit: int = 500) -> list[OutboxRecord]:
+    """Unpublished rows in id order, without locking them (for inspection; the relay uses claim_unpublished)."""
     rows = conn.execute(
-        "SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s", (limit,)
+        "SELECT id, topic, key, payload, channel FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s",
+        (limit,),
     ).fetchall()
-    return [OutboxRecord(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+    return [OutboxRecord(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), str(r[4])) for r in rows]
+
+
+# Any constant shared by every relay: the transaction-scoped advisory lock that lets one relay publish at a time.
+_RELAY_LOCK = 0x0C17_0B0C
+
+
+def claim_unpublished(conn: psycopg.Connection[Any], limit: int = 500) -> list[OutboxRecord] | None:
+    """For the relay, inside its own transaction: the oldest unpublished rows, locked until it commits.
+
+    None when another relay holds the publishing turn. One relay at a time keeps rows published in id order (and
+    so each work order's events in seq order); the row locks (``FOR UPDATE SKIP LOCKED``) keep a relay whose
+    turn was lost (its session died) from publishing a row another one has claimed.
+    """
+    turn = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_RELAY_LOCK,)).fetchone()
+    if turn is None or not turn[0]:
+        return None
+    rows = conn.execute(
+        """
+        SELECT id, topic, key, payload, channel FROM outbox WHERE published_at IS NULL
+        ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+        """,
+        (limit,),
+    ).fetchall()
+    return [OutboxRecord(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), str(r[4])) for r in rows]
 
 
 def mark_published(conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
