@@ -191,22 +191,31 @@ def init() -> None:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run cityops locally: start the services, migrate, print how to reach everything; Ctrl-C stops it all."""
-    import signal
-    import time
-
+def demo(
+    devices: Annotated[
+        int | None, typer.Option(min=1, help="devices on the city's assets (default: one per suited asset)")
+    ] = None,
+    crews_per_unit: Annotated[int, typer.Option(min=1, help="crews at every department unit")] = 2,
+    scenario: Annotated[str, typer.Option(help="the scenarios the simulator loops through ('all', or a name)")] = "all",
+    speed: Annotated[float, typer.Option(min=0.1, help="simulated seconds per wall second in the scenarios")] = 20.0,
+    rate: Annotated[float, typer.Option(min=1, help="readings per second from the whole fleet")] = 300.0,
+    simulate: Annotated[bool, typer.Option("--simulate/--no-simulate", help="run the simulated city")] = True,
+) -> None:
+    """Run the whole platform locally with a simulated city: services, schema, city, devices, crews, users,
+    ingest, persist, worker, dispatch, API, dashboard and the simulator. Ctrl-C stops everything it started."""
+    from cityops.demo import Demo, DemoError, DemoPlan, stop_on_signals
     from cityops.services.base import ServiceError
-    from cityops.services.supervisor import Supervisor
 
     settings = load_settings()
-    supervisor = Supervisor(settings)
-
-    def stop_on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    started: list[str] = []
+    plan = DemoPlan(
+        devices=devices,
+        crews_per_unit=crews_per_unit,
+        scenario=scenario,
+        speed=speed,
+        readings_per_s=rate,
+        simulate=simulate,
+    )
+    run = Demo(settings, plan, report=console.log)
     try:
         with console.status("starting cityops") as spinner:
 
@@ -214,28 +223,37 @@ def demo() -> None:
                 spinner.update(message)
                 console.log(message)
 
-            started = supervisor.up(report=report)
-            spinner.update("migrating the database")
-            _migrate(settings)
-        _print_status(None)
-        console.print(
-            "\n[bold]cityops is up.[/bold]\n"
-            f"  MQTT        mqtt://{settings.mqtt.host}:{settings.mqtt.port}  (per-device and per-crew logins)\n"
-            f"  Kafka       {settings.kafka.bootstrap_servers}\n"
-            f"  PostgreSQL  postgresql://{settings.db.user}@{settings.db.host}:{settings.db.port}/{settings.db.name}\n"
-            f"  Secrets     {LOCAL_SECRETS_FILE}\n"
-            "Press Ctrl-C to stop."
-        )
-        while True:
-            time.sleep(1)
-    except ServiceError as error:
+            run.report = report
+            run.prepare()
+            run.start_processes()
+        run.report = console.log
+        dashboard = f"http://{settings.dashboard.host}:{settings.dashboard.port}/"
+        lines = [
+            "",
+            "[bold]cityops is up[/bold] — a simulated city is running through the whole loop.",
+            f"  Dashboard   {dashboard}   (the wall; dispatcher views under /dispatch; crews on /crew)",
+            f"  API         http://{settings.api.host}:{settings.api.port}/   (/openapi.json; Open311 at /open311/v2)",
+            f"  MQTT        mqtt://{settings.mqtt.host}:{settings.mqtt.port}   (TLS on {settings.mqtt.tls_port})",
+            f"  Logs        {run.log_dir}",
+            "  Demo logins (also in " + str(settings.state_dir / "credentials" / "users.csv") + "):",
+        ]
+        lines += [
+            f"    {login.role:<11} {login.username:<28} {login.password}"
+            + (f"   (crew {login.crew_id})" if login.crew_id else "")
+            for login in run.logins
+        ]
+        lines.append("Press Ctrl-C to stop.")
+        console.print("\n".join(lines))
+        with stop_on_signals() as stopping:
+            run.watch(stopping)
+        console.print("\nstopping")
+    except (ServiceError, DemoError) as error:
         err_console.print(f"[red]error[/red]: {error}")
         raise typer.Exit(1) from error
     except KeyboardInterrupt:
         console.print("\nstopping")
     finally:
-        if started:
-            supervisor.down(report=console.log, names=started)
+        run.stop()
 
 
 @city_app.command("load")
@@ -330,18 +348,51 @@ def users_list() -> None:
 @devices_app.command("provision")
 def devices_provision(
     csv_file: Annotated[
-        Path, typer.Option("--csv", help="id,type,lon,lat[,grid_cell,district,department,expected_interval_s]")
-    ],
+        Path | None,
+        typer.Option("--csv", help="id,type,lon,lat[,grid_cell,district,department,expected_interval_s]"),
+    ] = None,
+    pack: Annotated[
+        str | None,
+        typer.Option(help="place devices on this city pack's assets instead (load the city first: cityops city load)"),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="with --pack: this many devices (default: one per suited asset)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="with --pack: the placement's seed (subset and jitter)")] = 0,
     rotate: Annotated[bool, typer.Option(help="issue new credentials to devices that already have one")] = False,
 ) -> None:
-    """Register devices, issue per-device MQTT credentials, regenerate the broker's password and ACL files."""
+    """Register devices, issue per-device MQTT credentials, regenerate the broker's password and ACL files.
+
+    Devices come from a CSV (--csv) or are placed on a city pack's real assets (--pack, with --count, --seed).
+    """
     from cityops.provision import ProvisioningError, provision_devices, read_device_csv
     from domain.catalogue import load_catalogue
 
+    if (csv_file is None) == (pack is None):
+        err_console.print("[red]cannot provision[/red]: give either --csv FILE or --pack NAME")
+        raise typer.Exit(2)
+    if csv_file is not None and (count is not None or seed):
+        err_console.print("[red]cannot provision[/red]: --count and --seed place devices on a pack; use --pack")
+        raise typer.Exit(2)
     settings = load_settings()
     catalogue = load_catalogue()
     try:
-        devices = read_device_csv(csv_file, catalogue)
+        if csv_file is not None:
+            devices = read_device_csv(csv_file, catalogue)
+        else:
+            from gis.pack import PackError, load_pack
+            from simulators.placement import PlacementError, counts_by_type, place
+
+            assert pack is not None  # one of the two is given (checked above)
+            try:
+                placed = place(load_pack(pack), count=count, seed=seed)
+            except (PackError, PlacementError) as error:
+                raise ProvisioningError(str(error)) from error
+            devices = [device.to_device(catalogue) for device in placed]
+            console.print(
+                f"placed {len(placed)} devices on {pack}: "
+                + ", ".join(f"{n} {code}" for code, n in counts_by_type(placed).items())
+            )
         report = provision_devices(settings, catalogue, devices, rotate=rotate)
     except ProvisioningError as error:
         err_console.print(f"[red]cannot provision[/red]: {error}")
@@ -468,6 +519,10 @@ def _profiled(settings: Settings) -> Iterator[None]:
 
 # --- commands owned by other modules ----------------------------------------------------------------------
 # Each line registers one module's commands on `app` (keep one line per module, in this block).
+from cityops import cli_api, cli_dashboard, cli_dispatch, cli_simulate, cli_worker  # noqa: E402
+
+for _module in (cli_worker, cli_dispatch, cli_api, cli_dashboard, cli_simulate):
+    _module.register(app)
 
 
 def main() -> None:

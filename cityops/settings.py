@@ -78,6 +78,12 @@ class ApiSettings(_Section):
     host: Host = "127.0.0.1"
     port: Port = Field(8000, ge=1, le=65535)
     token_secret: SecretStr
+    token_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 24 * 3600, description="lifetime of a bearer token (a shift)")
+    public_url: str | None = Field(None, description="the API's address as clients see it (Open311 discovery)")
+    open311_contact: str = Field("Write to the city's operations centre.", description="Open311 discovery contact")
+    open311_key_service: str = Field(
+        "Ask the operations centre for a key (cityops api-keys add NAME).", description="how to get an Open311 key"
+    )
 
 
 class DashboardSettings(_Section):
@@ -86,6 +92,10 @@ class DashboardSettings(_Section):
     session_secret: SecretStr
     tiles_url: str | None = Field(None, description="optional XYZ base-map tiles; the map works without them")
     refresh_s: float = Field(5.0, gt=0)
+    api_url: str | None = Field(None, description="the HTTP API the dashboard acts through; default: the api section")
+    map_marker_limit: int = Field(2000, ge=0, description="above this many devices the wall map draws grid cells")
+    wall_rotate_s: float = Field(30.0, gt=0, description="wall mode: seconds per view (city, hot district, SLA)")
+    wall_pause_s: float = Field(120.0, ge=0, description="wall mode: rotation pauses this long after interaction")
 
 
 class IngestSettings(_Section):
@@ -104,6 +114,34 @@ class PersistSettings(_Section):
     metrics_port: Port = Field(9109, ge=1, le=65535)
     max_batch_rows: int = Field(5000, ge=1)
     max_batch_age_s: float = Field(0.25, gt=0)
+
+
+class DispatchSettings(_Section):
+    """`cityops dispatch`: incidents to work orders to crews, SLA timers, verification (docs/DISPATCH.md)."""
+
+    instance: str = Field("1", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="one per dispatcher; names its session")
+    metrics_host: Host = "127.0.0.1"
+    metrics_port: Port = Field(9110, ge=0, le=65535, description="0: no metrics endpoint")
+    group_id: str = Field("cityops-dispatch", description="Kafka consumer groups: <group_id>.incidents, .crew-updates")
+    incidents_topic: str = "incidents"
+    crew_updates_topic: str = "crew.updates"
+    crew_updates_dlq_topic: str = "crew.updates.dlq"
+    mqtt_share_group: str = Field("dispatch", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    mqtt_session_expiry_s: int = Field(24 * 3600, ge=0)
+    hold_s: float = Field(90.0, ge=0, description="how long a correlatable device incident waits for a parent")
+    hold_exempt_families: str = Field("gas,fire", description="comma-separated category families never held")
+    timer_interval_s: float = Field(2.0, gt=0)
+    relay_poll_s: float = Field(0.2, gt=0, description="how often the outbox is looked at when nothing woke it")
+    relay_batch: int = Field(200, ge=1)
+    publish_timeout_s: float = Field(15.0, gt=0)
+    reassign_unacknowledged: bool = True
+    workload_penalty_s: float = Field(1800.0, ge=0, description="what one open work order costs a crew in choice")
+    sla_file: Path | None = Field(None, description="service levels (default: domain/catalogue/sla.toml)")
+    pool_max: int = Field(4, ge=1)
+
+    @property
+    def exempt_families(self) -> frozenset[str]:
+        return frozenset(part.strip() for part in self.hold_exempt_families.split(",") if part.strip())
 
 
 class CitySettings(_Section):
@@ -143,6 +181,7 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings
     ingest: IngestSettings = IngestSettings()
     persist: PersistSettings = PersistSettings()
+    dispatch: DispatchSettings = DispatchSettings()
     city: CitySettings = CitySettings()
     services: ServicesSettings = ServicesSettings()
 

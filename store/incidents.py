@@ -8,8 +8,10 @@ and events of related incidents travel on different partitions:
 * evidence, the incident's timeline (``incident_events``) and correlation links are append-only inserts that
   ignore what is already there;
 * ``parent_id`` is never taken from device events (the device engine does not know it): it comes from
-  ``correlated`` events through ``incident_correlations``, which also covers a child projected after its parent's
-  ``correlated`` event;
+  ``correlated`` events through ``incident_correlations``, where every incident has its parent slot. The child's
+  projection and its parent's ``correlated`` event upsert the same slot, so in concurrent transactions one waits
+  for the other, and the child gets its parent in whichever order they commit (callers that project in batches
+  should retry a batch that PostgreSQL aborts as a deadlock, as with any row-locking writer);
 * a person's acknowledgement (``incident_acknowledgements``) outlives engine events that do not know of it yet.
 
 Positions: device incidents take their device's position, composite and correlation incidents the centre of their
@@ -49,7 +51,7 @@ VALUES (
         (SELECT ST_Centroid(geom) FROM grid_cells WHERE code = %(grid_cell)s),
         (SELECT ST_PointOnSurface(geom) FROM districts WHERE code = %(district)s)),
     %(grid_cell)s, %(district)s,
-    (SELECT parent_id FROM incident_correlations WHERE child_id = %(id)s),
+    %(parent_id)s,
     %(opened_at)s, %(updated_at)s, %(cleared_at)s, %(closed_at)s,
     COALESCE((SELECT acknowledged_at FROM incident_acknowledgements WHERE incident_id = %(id)s), %(ack_at)s),
     COALESCE((SELECT acknowledged_by FROM incident_acknowledgements WHERE incident_id = %(id)s), %(ack_by)s),
@@ -61,6 +63,7 @@ ON CONFLICT (id) DO UPDATE SET
     acknowledged_at = COALESCE(incidents.acknowledged_at, EXCLUDED.acknowledged_at),
     acknowledged_by = COALESCE(incidents.acknowledged_by, EXCLUDED.acknowledged_by),
     flapping = EXCLUDED.flapping, seq = EXCLUDED.seq, detail = EXCLUDED.detail,
+    parent_id = COALESCE(incidents.parent_id, EXCLUDED.parent_id),
     grid_cell_code = COALESCE(EXCLUDED.grid_cell_code, incidents.grid_cell_code),
     district_code = COALESCE(EXCLUDED.district_code, incidents.district_code)
 WHERE incidents.seq < EXCLUDED.seq
@@ -71,7 +74,17 @@ RETURNING id
 def apply_incident_event(conn: psycopg.Connection[Any], event: IncidentEvent) -> bool:
     """Project one incident event in the caller's transaction. True if it was new (not seen before)."""
     incident = event.incident
+    # The parent slot first: it serialises this projection with a concurrent `correlated` event naming it.
+    slot = conn.execute(
+        """
+        INSERT INTO incident_correlations (child_id) VALUES (%s)
+        ON CONFLICT (child_id) DO UPDATE SET child_id = EXCLUDED.child_id
+        RETURNING parent_id
+        """,
+        (incident.id,),
+    ).fetchone()
     params = {
+        "parent_id": slot[0] if slot else None,
         "id": incident.id,
         "rule_id": incident.rule_id,
         "rule_version": incident.rule_version,
@@ -110,9 +123,11 @@ def apply_incident_event(conn: psycopg.Connection[Any], event: IncidentEvent) ->
             cur.executemany(
                 """
                 INSERT INTO incident_correlations (child_id, parent_id, correlated_at) VALUES (%s, %s, %s)
-                ON CONFLICT (child_id) DO NOTHING
+                ON CONFLICT (child_id) DO UPDATE
+                    SET parent_id = EXCLUDED.parent_id, correlated_at = EXCLUDED.correlated_at
+                    WHERE incident_correlations.parent_id IS NULL
                 """,
-                [(child, incident.id, event.at) for child in event.children],
+                [(child, incident.id, event.at) for child in sorted(event.children)],  # one lock order for all
             )
             cur.execute(
                 "UPDATE incidents SET parent_id = %s WHERE id = ANY(%s) AND parent_id IS NULL",

@@ -37,6 +37,17 @@ CREW_UPDATES = TopicSpec("crew.updates", 4, "crew_id", "crew actions and positio
 # A person acknowledged an incident (API, dashboard). Keyed like the engine state that holds the incident: the
 # device id for device incidents, the area key (rules.correlation.area_key) for composite and correlation ones.
 INCIDENT_ACKS = TopicSpec("incident.acks", 8, "device_id or area key", "a person acknowledged an incident")
+# What the per-device engine tells the per-area engine (rules/correlation.py): fact changes and device incident
+# events, regrouped by area key (domain.incident_events.area_key) so one partition owns an area's state. A record
+# with an "incident" member is an incident event (domain.incident_events.encode_event), any other a fact change
+# (encode_fact). Same partition count as readings: faust co-partitions it with the device topics.
+INCIDENT_FACTS = TopicSpec(
+    "incident.facts", 8, "area key", "fact changes and device incident events for the area engine"
+)
+# Crews' MQTT payloads the dispatcher's gateway could not decode, with the reason (like readings.dlq).
+CREW_UPDATES_DLQ = TopicSpec("crew.updates.dlq", 2, "crew_id or topic", "raw crew payload, topic, reason code and text")
+# Notifications to department supervisors (SLA breaches, escalations, no crew, verify by hand), from the outbox.
+NOTIFICATIONS = TopicSpec("notifications", 4, "department_code", "a notification for a department's supervisors")
 
 TOPICS: tuple[TopicSpec, ...] = (
     READINGS,
@@ -46,4 +57,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     WORKORDERS,
     CREW_UPDATES,
     INCIDENT_ACKS,
+    CREW_UPDATES_DLQ,
+    NOTIFICATIONS,
+    INCIDENT_FACTS,
 )

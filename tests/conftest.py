@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from cityops.paths import DEFAULT_STATE_DIR
 from cityops.settings import Settings, isolated_settings
+
+# Property tests judge correctness, not speed: on a loaded 2-core machine one example can take longer than
+# hypothesis's default 200 ms deadline, which would fail a correct test.
+hypothesis_settings.register_profile("cityops", deadline=None)
+hypothesis_settings.load_profile("cityops")
 
 
 def test_slot() -> int:

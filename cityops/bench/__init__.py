@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 # name -> module. Each module's ``run`` returns a BenchOutcome.
 BENCHMARKS: dict[str, str] = {
     "ingest": "cityops.bench.ingest",
+    "dispatch": "cityops.bench.dispatch",
+    "dashboard": "cityops.bench.dashboard",
+    "rules": "cityops.bench.rules",
 }
 
 

@@ -195,12 +195,24 @@ class ManagedService(ABC):
         while time.monotonic() < deadline:
             pid = self.recorded_pid()
             if pid is None:
+                if self._just_started_and_running():
+                    # Right after the start, /proc may not show the program's own command line yet.
+                    time.sleep(0.1)
+                    continue
                 raise ServiceError(f"{self.name} exited during start-up. {self.logs_excerpt()}")
             health = self.probe()
             if health.ok:
                 return health
             time.sleep(0.3)
         raise ServiceError(f"{self.name} did not become healthy in time ({health.detail}). {self.logs_excerpt()}")
+
+    def _just_started_and_running(self) -> bool:
+        try:
+            pid = int(self.pid_path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        child = _CHILDREN.get(pid)
+        return child is not None and child.poll() is None
 
     def logs_excerpt(self) -> str:
         paths = [self.log_path] if self.log_path == self.output_path else [self.output_path, self.log_path]

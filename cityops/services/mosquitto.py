@@ -7,6 +7,7 @@ import os
 import signal
 import string
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -94,10 +95,16 @@ class Mosquitto(ManagedService):
         return [builders[row["kind"]](row["username"], row["password_hash"]) for row in rows]
 
     def set_registry_accounts(self, accounts: Iterable[BrokerAccount]) -> None:
-        """Replace the device and crew accounts, rewrite the broker's files and reload it if it runs.
+        """Replace the device and crew accounts, rewrite the broker's files and apply them if it runs.
 
-        Mosquitto re-reads its password and ACL files on SIGHUP without dropping connected clients.
+        Accounts only added or changed: Mosquitto re-reads its password and ACL files on SIGHUP without dropping
+        connected clients. Accounts removed: the broker is restarted instead. Mosquitto 2.0.11 (Debian 12's)
+        re-checks every session on SIGHUP, and a removed account's *offline* persistent session then corrupts its
+        memory and aborts it minutes later (will_delay.c assertion; seen repeatedly in our tests). A restart
+        re-authenticates every client (they reconnect within seconds; persistent sessions and retained messages
+        survive in the persistence file), and a decommissioned device or crew loses access at once.
         """
+        previous = {account.username for account in self.registry_accounts()}
         rows = [
             {"username": a.username, "password_hash": a.password_hash, "kind": a.kind.value}
             for a in accounts
@@ -106,7 +113,17 @@ class Mosquitto(ManagedService):
         self.home.mkdir(parents=True, exist_ok=True)
         _write_private(self.registry_path, json.dumps(rows))
         self.write_auth_files()
-        self.reload()
+        removed = previous - {row["username"] for row in rows}
+        if removed and self.recorded_pid() is not None:
+            self.restart()
+        else:
+            self.reload()
+
+    def restart(self) -> None:
+        """Stop (Mosquitto saves its persistence file on SIGTERM), start again and wait until it is healthy."""
+        self.stop()
+        self.spawn()
+        self.wait_healthy(time.monotonic() + self.settings.services.start_timeout_s)
 
     def write_auth_files(self) -> None:
         accounts = self.service_accounts() + self.registry_accounts()

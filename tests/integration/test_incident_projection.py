@@ -6,6 +6,7 @@ projection is tested against what the engine actually tells.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import timedelta
 
@@ -154,3 +155,63 @@ def test_a_closed_incident_cannot_be_acknowledged(city_db: str) -> None:
         apply_incident_event(conn, closed)
         with pytest.raises(IncidentClosedError, match="closed"):
             acknowledge_incident(conn, opened.incident.id, by="dispatcher:li", at=closed.at)
+
+
+def test_a_new_incident_of_a_source_may_be_projected_before_the_old_one_closes(city_db: str) -> None:
+    """Events of two incidents of one (source, rule) travel on different partitions: the projection takes the new
+    incident's opening before the old one's closing, which the engine told first."""
+    pack = load_pack("helsinki")
+    cell = pack.grid_cells.iloc[4]
+    old = _gauge_events(cell["grid_cell_code"], cell["district_code"])[0]
+    later = old.at + timedelta(hours=2)
+    new = replace(old, incident=replace(old.incident, id="second-incident", opened_at=later, updated_at=later))
+    closed = replace(
+        old,
+        type=IncidentEventType.CLOSED,
+        seq=old.seq + 1,
+        incident=replace(old.incident, state=IncidentState.CLOSED, closed_at=later),
+    )
+    with psycopg.connect(city_db) as conn:
+        apply_incident_event(conn, old)
+        apply_incident_event(conn, new)  # both open for a moment: no error
+        apply_incident_event(conn, closed)
+        conn.commit()
+        states: dict[str, str] = dict(
+            conn.execute("SELECT id, state FROM incidents WHERE source = %s", (old.incident.source,)).fetchall()
+        )
+        assert states == {old.incident.id: "closed", "second-incident": "open"}
+
+
+@pytest.mark.parametrize("first", ["child", "parent"])
+def test_a_child_and_its_parents_correlation_in_concurrent_transactions_still_link(city_db: str, first: str) -> None:
+    pack = load_pack("helsinki")
+    cell = pack.grid_cells.iloc[5]
+    child = _gauge_events(cell["grid_cell_code"], cell["district_code"])[0]
+    parent = IncidentEvent(
+        type=IncidentEventType.CORRELATED,
+        incident=replace(child.incident, id=f"parent-{first}", rule_id="correlation.x", evidence=()),
+        seq=1,
+        at=child.at,
+        kind=IncidentKind.CORRELATION,
+        children=(child.incident.id,),
+    )
+    events = {"child": child, "parent": parent}
+    second = "parent" if first == "child" else "child"
+    with psycopg.connect(city_db) as one, psycopg.connect(city_db) as two:
+        apply_incident_event(one, events[first])  # not committed yet
+        done = threading.Event()
+
+        def later() -> None:
+            apply_incident_event(two, events[second])  # waits on the shared parent slot
+            two.commit()
+            done.set()
+
+        worker = threading.Thread(target=later)
+        worker.start()
+        assert not done.wait(0.5), "the second transaction should wait for the first"
+        one.commit()
+        worker.join(10)
+        assert done.is_set()
+        record = get_incident(one, child.incident.id)
+        assert record is not None
+        assert record.incident.parent_id == f"parent-{first}"

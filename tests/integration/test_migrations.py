@@ -80,15 +80,6 @@ def test_the_audit_log_is_append_only(fresh_db: str) -> None:
             conn.execute("DELETE FROM work_order_events")
 
 
-def test_one_open_incident_per_source_and_rule(fresh_db: str) -> None:
-    migrate(fresh_db, MIGRATIONS_DIR)
-    with psycopg.connect(fresh_db) as conn:
-        conn.execute(INSERT_INCIDENT, ("i1", "cleared"))
-        conn.execute(INSERT_INCIDENT, ("i2", "open"))
-        with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute(INSERT_INCIDENT, ("i3", "open"))
-
-
 def test_an_edited_applied_migration_is_refused_by_name(fresh_db: str, tmp_path: Path) -> None:
     copy = tmp_path / "db"
     shutil.copytree(MIGRATIONS_DIR, copy)

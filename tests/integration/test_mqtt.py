@@ -176,3 +176,23 @@ def test_reloading_accounts_keeps_connected_clients(broker: Mosquitto, settings:
         assert watcher.next_message().payload == b"hello"  # the watcher's connection survived the reload
     finally:
         watcher.close()
+
+
+def test_removing_an_account_restarts_the_broker_and_revokes_it(broker: Mosquitto, settings: Settings) -> None:
+    # A persistent session of the account to be removed, offline when the account goes (the case that crashes
+    # Mosquitto 2.0.11 on a SIGHUP reload).
+    leaving = TestClient(settings.mqtt.host, settings.mqtt.port, "test-dev-2", PASSWORDS["test-dev-2"])
+    leaving.close()
+    before = broker.recorded_pid()
+    accounts = broker.registry_accounts()
+    try:
+        broker.set_registry_accounts([a for a in accounts if a.username != "test-dev-2"])
+        assert broker.recorded_pid() not in (None, before)
+        with pytest.raises(ConnectRefusedError):
+            connect(settings, "test-dev-2")
+        assert not connect(settings, "test-dev-1").publish("city/telemetry/test-dev-1", b"still here").is_failure
+        time.sleep(2.0)  # the crash, where it happens, comes after the reload
+        assert broker.probe().ok
+    finally:
+        broker.set_registry_accounts(accounts)
+        _wait_until_login_works(settings, "test-dev-2")
