@@ -420,7 +420,7 @@ LEFT JOIN LATERAL (
         UNION ALL
         SELECT 1 AS rank, o.* FROM work_order_incidents wi JOIN work_orders o ON o.id = wi.work_order_id
         WHERE wi.incident_id = i.id
-    ) candidates ORDER BY rank LIMIT 1
+    ) candidates ORDER BY rank, created_at DESC LIMIT 1
 ) w ON true
 LEFT JOIN open311_requests r ON r.incident_id = i.id
 LEFT JOIN districts d ON d.code = i.district_code

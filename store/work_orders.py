@@ -88,7 +88,7 @@ def _order(row: dict[str, Any]) -> WorkOrder:
 
 
 def create_work_order(conn: psycopg.Connection[Any], order: WorkOrder, *, source: str) -> bool:
-    """Insert a new order; False (and nothing written) if its incident already has one."""
+    """Insert a new order; False (and nothing written) if its incident already has an open one (or the id exists)."""
     row = conn.execute(
         """
         INSERT INTO work_orders (id, incident_id, title, source, category_code, department_code, unit_code,
@@ -99,7 +99,7 @@ def create_work_order(conn: psycopg.Connection[Any], order: WorkOrder, *, source
                 CASE WHEN %(lon)s::float8 IS NULL THEN NULL
                      ELSE ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326) END,
                 %(grid_cell)s, %(district)s, 0, %(created)s, %(created)s, %(ack)s, %(arrive)s, %(resolve)s)
-        ON CONFLICT (incident_id) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING id
         """,
         {
@@ -137,9 +137,21 @@ def get_work_order(
 
 
 def work_order_for_incident(conn: psycopg.Connection[Any], incident_id: str) -> WorkOrder | None:
+    """The incident's open work order, else its latest one (an incident that recurred has had several)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT {_COLUMNS} FROM work_orders WHERE incident_id = %s", (incident_id,)).fetchone()  # noqa: S608
+        row = cur.execute(
+            f"""
+            SELECT {_COLUMNS} FROM work_orders WHERE incident_id = %s
+            ORDER BY state IN ('closed', 'cancelled'), created_at DESC LIMIT 1
+            """,  # noqa: S608
+            (incident_id,),
+        ).fetchone()
     return _order(row) if row else None
+
+
+def count_work_orders_for_incident(conn: psycopg.Connection[Any], incident_id: str) -> int:
+    row = conn.execute("SELECT count(*) FROM work_orders WHERE incident_id = %s", (incident_id,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def apply_action(

@@ -53,6 +53,7 @@ from store.work_orders import (
     WorkOrderNotFoundError,
     apply_action,
     assign_crew,
+    count_work_orders_for_incident,
     create_work_order,
     enqueue,
     get_work_order,
@@ -80,9 +81,11 @@ _REPORT_SOURCES = frozenset({"citizen", "patrol", "dispatcher"})
 _FUTURE_SKEW = timedelta(seconds=60)  # a crew app's clock may run this far ahead before its time is not believed
 
 
-def work_order_id_for(incident_id: str) -> str:
-    """The work order of an incident has an id derived from it, so a replay can only ever name the same order."""
-    return "wo-" + str(uuid.uuid5(_WORK_ORDER_NAMESPACE, incident_id))
+def work_order_id_for(incident_id: str, occurrence: int = 0) -> str:
+    """An incident's work order has an id derived from it, so a replay can only ever name the same order. An
+    incident that recurs after its order was closed or cancelled gets its next order: occurrence 1, 2, ..."""
+    name = incident_id if occurrence == 0 else f"{incident_id}#{occurrence}"
+    return "wo-" + str(uuid.uuid5(_WORK_ORDER_NAMESPACE, name))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,7 +300,7 @@ class DispatchEngine:
         else:
             source = "sensor"
         order = WorkOrder(
-            id=work_order_id_for(incident.id),
+            id=work_order_id_for(incident.id, count_work_orders_for_incident(conn, incident.id)),
             incident_id=incident.id,
             title=incident.title,
             category_code=incident.category_code,

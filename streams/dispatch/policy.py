@@ -15,6 +15,8 @@ correlation group, docs/RULES.md "Composites and correlation") must not each get
 * **Release.** A hold ends at its deadline, or at once when the incident becomes critical.
 * **Cancel.** An incident that clears before a crew was given its order cancels the order when its category says
   so (``SlaPolicy.cancels_when_cleared``); held, it simply never gets one.
+* **Recur.** An incident that reopens after its order was closed (verified fixed) or cancelled gets a new order:
+  the problem came back, and a crew must go again.
 * **Escalate.** Severity rising to a level whose priority is more urgent than the order's raises the order's
   priority (ESCALATE, one step per action, until it matches).
 
@@ -162,8 +164,8 @@ def decide(
             )
         if event_type is IncidentEventType.REOPENED and order.state.is_terminal:
             return Outcome(
-                decision=Decision.NO_ACTION,
-                detail=f"reopened after work order {order.id} became {order.state.value}; a dispatcher must decide",
+                decision=Decision.CREATED,
+                detail=f"reopened after work order {order.id} was {order.state.value}: the problem recurred",
             )
         return Outcome(decision=Decision.NO_ACTION, detail=f"work order {order.id} already answers for it")
 

@@ -305,3 +305,42 @@ def test_an_unaccepted_task_is_escalated_recorded_and_reassigned(city: DispatchW
     published = city.query("SELECT payload FROM outbox WHERE topic = 'notifications' AND published_at IS NOT NULL")
     kinds = [json.loads(bytes(row[0]))["kind"] for row in published]
     assert "sla_breach" in kinds
+
+
+def test_an_incident_that_recurs_after_its_order_ended_gets_a_new_order_once(city: DispatchWorld) -> None:
+    from domain.incidents import IncidentState
+    from streams.dispatch.engine import work_order_id_for
+
+    incident_id = f"rep-recur-{city.run}"
+    now = datetime.now(UTC)
+    opened = reported_incident(incident_id, "sanitation.bin_overflow", CENTRAL_STATION, at=now - timedelta(minutes=9))
+    city.dispatcher("1")
+    city.produce([opened])
+    first = city.wait_order(incident_id, "dispatched")
+    assert first.id == work_order_id_for(incident_id)
+    with psycopg.connect(city.settings.db.conninfo()) as conn:
+        apply_action(conn, first.id, WorkOrderAction.CANCEL, actor=DISPATCHER, at=now, note="a false alarm, we thought")
+    cleared = reported_incident(
+        incident_id,
+        "sanitation.bin_overflow",
+        CENTRAL_STATION,
+        state=IncidentState.CLEARED,
+        seq=2,
+        at=now - timedelta(minutes=5),
+        event_type=IncidentEventType.CLEARED,
+    )
+    reopened = reported_incident(
+        incident_id, "sanitation.bin_overflow", CENTRAL_STATION, seq=3, at=now, event_type=IncidentEventType.REOPENED
+    )
+    city.produce([cleared, reopened])
+    second = city.wait_order_where(
+        incident_id,
+        lambda order: order.id != first.id and order.state.value == "dispatched",
+        what="a second, dispatched work order",
+    )
+    assert second.id == work_order_id_for(incident_id, 1)
+    # Replays of the whole story make nothing more.
+    city.produce([opened, cleared, reopened, reopened])
+    time.sleep(6.0)
+    rows = city.query("SELECT id, state FROM work_orders WHERE incident_id = %s ORDER BY created_at", (incident_id,))
+    assert rows == [(first.id, "cancelled"), (second.id, "dispatched")]

@@ -132,13 +132,23 @@ def test_rising_severity_raises_the_priority(
         assert outcome.target_priority is target
 
 
-def test_a_final_order_is_never_escalated(sla: SlaPolicy) -> None:
+@pytest.mark.parametrize("final", [S.CLOSED, S.CANCELLED])
+def test_an_incident_that_recurs_after_its_order_ended_gets_a_new_one(sla: SlaPolicy, final: S) -> None:
+    ended = order(final, priority=Priority.P4)
+    outcome = decide(
+        E.REOPENED, situation(incident=incident(severity=Severity.HIGH), order=ended), policy=POLICY, sla=sla, now=T0
+    )
+    assert outcome.decision is Decision.CREATED
+    assert "recurred" in outcome.detail
+
+
+@pytest.mark.parametrize("event", [E.UPDATED, E.ACKNOWLEDGED])
+def test_a_final_order_is_never_escalated(sla: SlaPolicy, event: E) -> None:
     closed = order(S.CLOSED, priority=Priority.P4)
     outcome = decide(
-        E.REOPENED, situation(incident=incident(severity=Severity.HIGH), order=closed), policy=POLICY, sla=sla, now=T0
+        event, situation(incident=incident(severity=Severity.HIGH), order=closed), policy=POLICY, sla=sla, now=T0
     )
     assert outcome.decision is Decision.NO_ACTION
-    assert "a dispatcher must decide" in outcome.detail
 
 
 def test_a_held_incident_becoming_critical_is_released_at_once(sla: SlaPolicy) -> None:
