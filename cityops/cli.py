@@ -172,20 +172,30 @@ def _migrate(settings: Settings) -> int:
 
 @app.command("init")
 def init() -> None:
-    """Prepare services cityops did not start (docker-compose, production): topics, schema, broker auth files.
+    """Prepare services cityops did not start (docker-compose, production): topics, schema, the city, broker files.
 
-    The broker's password and ACL files are written under the state folder, for a Mosquitto that mounts it.
+    The city pack (CITYOPS_CITY__PACK) is loaded into the database; the broker's password and ACL files are
+    written under the state folder, for a Mosquitto that mounts it. Idempotent.
     """
     import asyncio
 
+    import psycopg
+
+    from cityops.city import load_city_pack
     from cityops.services.kafka import ensure_topics
     from cityops.services.mosquitto import Mosquitto
+    from domain.catalogue import load_catalogue
+    from gis.pack import load_pack
     from streams.topology import TOPICS
 
     settings = load_settings()
     created = asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, TOPICS))
     console.log(f"kafka topics created: {', '.join(created) or 'none, all present'}")
     _migrate(settings)
+    city = load_pack(settings.city.pack)
+    with psycopg.connect(settings.db.conninfo()) as conn:
+        report = load_city_pack(conn, city, load_catalogue())
+    console.log(f"city {city.name}: {report.grid_cells} grid cells, {report.units} units loaded")
     Mosquitto(settings).write_auth_files()
     console.log(f"broker password and ACL files written to {settings.state_dir / 'mosquitto'}")
 

@@ -88,3 +88,15 @@ def test_the_image_contains_every_package_of_the_distribution() -> None:
 def test_the_kafka_pom_and_the_supervisor_agree_on_the_version() -> None:
     pom = (REPO_ROOT / "infra" / "kafka" / "pom.xml").read_text()
     assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom
+
+
+def test_every_app_process_in_compose_is_a_cityops_command() -> None:
+    from typer.main import get_command
+
+    from cityops.cli import app
+
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    app_services = {name: s for name, s in COMPOSE["services"].items() if s.get("image") == "cityops:latest"}
+    assert {"init", "ingest", "persist", "worker", "dispatch", "api", "dashboard"} <= set(app_services)
+    for name, service in app_services.items():
+        assert service["command"][0] in commands, f"{name} runs an unknown command {service['command']}"
