@@ -20,45 +20,10 @@ from domain.categories import Priority, Severity
 from domain.geo import Position
 from domain.sla import SlaStage, overdue_stages
 from domain.work_orders import WorkOrder, WorkOrderState
-from store.incidents import IncidentFilter
-from store.work_orders import _COLUMNS as _WORK_ORDER_COLUMNS  # one column list for every reader of the table
-from store.work_orders import _order
+from store.work_orders import WORK_ORDER_COLUMNS as _WORK_ORDER_COLUMNS
+from store.work_orders import work_order_from_row as _order
 
 # --- incidents ----------------------------------------------------------------------------------------------------
-
-
-def count_incidents(conn: psycopg.Connection[Any], where: IncidentFilter) -> int:
-    """How many incidents :func:`store.incidents.list_incidents` would return without limit and offset.
-
-    The clauses mirror list_incidents' (tests/integration/test_api.py checks the two agree)."""
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
-    if where.states:
-        clauses.append("i.state = ANY(%(states)s)")
-        params["states"] = [state.value for state in where.states]
-    if where.district:
-        clauses.append("i.district_code = %(district)s")
-        params["district"] = where.district
-    if where.category_code:
-        clauses.append("(i.category_code = %(category)s OR i.category_code LIKE %(family)s)")
-        params["category"] = where.category_code
-        params["family"] = where.category_code + ".%"
-    if where.min_severity is not None:
-        clauses.append("i.severity = ANY(%(severities)s)")
-        params["severities"] = [s.value for s in Severity if s >= where.min_severity]
-    if where.top_level_only:
-        clauses.append("i.parent_id IS NULL")
-    if where.since is not None:
-        clauses.append("i.opened_at >= %(since)s")
-        params["since"] = where.since
-    query = "SELECT count(*) FROM incidents i" + (" WHERE " + " AND ".join(clauses) if clauses else "")  # noqa: S608 -- fixed clauses
-    row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def device_department(conn: psycopg.Connection[Any], device_id: str) -> str | None:
-    row = conn.execute("SELECT department_code FROM devices WHERE id = %s", (device_id,)).fetchone()
-    return str(row[0]) if row else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,3 +169,9 @@ def broker_credentials(conn: psycopg.Connection[object]) -> list[BrokerCredentia
             ORDER BY 1
             """
         ).fetchall()
+
+
+def device_department(conn: psycopg.Connection[object], device_id: str) -> str | None:
+    """The department that owns a device (``device.*`` incidents go to it)."""
+    row = conn.execute("SELECT department_code FROM devices WHERE id = %s", (device_id,)).fetchone()
+    return str(row[0]) if row else None  # type: ignore[index]

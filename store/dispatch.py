@@ -475,9 +475,3 @@ def mark_notification_read(conn: psycopg.Connection[Any], notification_id: int, 
         (at, by, notification_id),
     ).fetchone()
     return row is not None
-
-
-def device_department(conn: psycopg.Connection[Any], device_id: str) -> str | None:
-    """The department that owns a device (``device.*`` incidents go to it)."""
-    row = conn.execute("SELECT department_code FROM devices WHERE id = %s", (device_id,)).fetchone()
-    return str(row[0]) if row else None

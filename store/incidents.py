@@ -283,10 +283,9 @@ class IncidentFilter:
     offset: int = 0
 
 
-def list_incidents(conn: psycopg.Connection[Any], where: IncidentFilter = IncidentFilter()) -> list[IncidentRecord]:
-    """Newest first, without evidence (ask :func:`get_incident` for one incident's evidence)."""
+def _where(where: IncidentFilter) -> tuple[str, dict[str, Any]]:
     clauses: list[str] = []
-    params: dict[str, Any] = {"limit": where.limit, "offset": where.offset}
+    params: dict[str, Any] = {}
     if where.states:
         clauses.append("i.state = ANY(%(states)s)")
         params["states"] = [state.value for state in where.states]
@@ -305,10 +304,23 @@ def list_incidents(conn: psycopg.Connection[Any], where: IncidentFilter = Incide
     if where.since is not None:
         clauses.append("i.opened_at >= %(since)s")
         params["since"] = where.since
-    sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
-    sql += " ORDER BY i.opened_at DESC, i.id LIMIT %(limit)s OFFSET %(offset)s"
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def list_incidents(conn: psycopg.Connection[Any], where: IncidentFilter = IncidentFilter()) -> list[IncidentRecord]:
+    """Newest first, without evidence (ask :func:`get_incident` for one incident's evidence)."""
+    condition, params = _where(where)
+    params.update(limit=where.limit, offset=where.offset)
+    sql = _SELECT + condition + " ORDER BY i.opened_at DESC, i.id LIMIT %(limit)s OFFSET %(offset)s"
     with conn.cursor(row_factory=dict_row) as cur:
         return [_record(row) for row in cur.execute(sql, params)]
+
+
+def count_incidents(conn: psycopg.Connection[Any], where: IncidentFilter = IncidentFilter()) -> int:
+    """How many incidents :func:`list_incidents` would return without its limit and offset."""
+    condition, params = _where(where)
+    row = conn.execute("SELECT count(*) FROM incidents i" + condition, params).fetchone()  # noqa: S608 - fixed clauses
+    return int(row[0]) if row else 0
 
 
 class IncidentNotFoundError(LookupError):

@@ -49,7 +49,7 @@ WORKORDERS_TOPIC = "workorders"
 KAFKA_CHANNEL = "kafka"  # outbox rows for a Kafka topic
 MQTT_CHANNEL = "mqtt"  # outbox rows for an MQTT topic (crews' tasks)
 
-_COLUMNS = """
+WORK_ORDER_COLUMNS = """
     id, incident_id, title, source, category_code, department_code, unit_code, priority, state, crew_id,
     ST_X(position) AS lon, ST_Y(position) AS lat, grid_cell_code, district_code, version, escalation_level,
     reopen_count, created_at, updated_at, ack_due_at, arrive_due_at, resolve_due_at, verify_until
@@ -60,7 +60,8 @@ class WorkOrderNotFoundError(WorkOrderError):
     pass
 
 
-def _order(row: dict[str, Any]) -> WorkOrder:
+def work_order_from_row(row: dict[str, Any]) -> WorkOrder:
+    """A ``work_orders`` row selected with :data:`WORK_ORDER_COLUMNS` (as a dict) as a :class:`WorkOrder`."""
     position = Position(row["lon"], row["lat"]) if row["lon"] is not None else None
     return WorkOrder(
         id=row["id"],
@@ -132,8 +133,9 @@ def get_work_order(
     when another transaction holds it (timers shared by several dispatchers)."""
     lock = (" FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE") if for_update else ""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT {_COLUMNS} FROM work_orders WHERE id = %s{lock}", (work_order_id,)).fetchone()  # noqa: S608
-    return _order(row) if row else None
+        query = f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders WHERE id = %s{lock}"  # noqa: S608 - fixed clauses
+        row = cur.execute(query, (work_order_id,)).fetchone()
+    return work_order_from_row(row) if row else None
 
 
 def work_order_for_incident(conn: psycopg.Connection[Any], incident_id: str) -> WorkOrder | None:
@@ -141,12 +143,12 @@ def work_order_for_incident(conn: psycopg.Connection[Any], incident_id: str) -> 
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             f"""
-            SELECT {_COLUMNS} FROM work_orders WHERE incident_id = %s
+            SELECT {WORK_ORDER_COLUMNS} FROM work_orders WHERE incident_id = %s
             ORDER BY state IN ('closed', 'cancelled'), created_at DESC LIMIT 1
             """,  # noqa: S608
             (incident_id,),
         ).fetchone()
-    return _order(row) if row else None
+    return work_order_from_row(row) if row else None
 
 
 def count_work_orders_for_incident(conn: psycopg.Connection[Any], incident_id: str) -> int:
@@ -274,10 +276,10 @@ def open_work_orders_of_crew(conn: psycopg.Connection[Any], crew_id: str) -> lis
     """The orders a crew holds now (dispatched to it, accepted, en route, on site), oldest first."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            f"SELECT {_COLUMNS} FROM work_orders WHERE crew_id = %s AND state = ANY(%s) ORDER BY created_at",  # noqa: S608
+            f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders WHERE crew_id = %s AND state = ANY(%s) ORDER BY created_at",  # noqa: S608
             (crew_id, [s.value for s in WITH_CREW]),
         ).fetchall()
-    return [_order(row) for row in rows]
+    return [work_order_from_row(row) for row in rows]
 
 
 def enqueue(

@@ -29,13 +29,15 @@ from domain.catalogue import DEVICE_OWNER, Catalogue
 from domain.categories import Severity
 from domain.incident_events import IncidentKind
 from domain.incidents import IncidentState
-from store.api_queries import count_incidents, device_department, work_orders_of_incident
+from store.api_queries import work_orders_of_incident
+from store.devices import device_department
 from store.incidents import (
     IncidentClosedError,
     IncidentFilter,
     IncidentNotFoundError,
     IncidentRecord,
     acknowledge_incident,
+    count_incidents,
     get_incident,
     incident_timeline,
     list_incidents,

@@ -47,6 +47,7 @@ from gis import CityPack, CrewCandidate, CrewChoice, CrewChoicePolicy, choose_cr
 from gis.crew_choice import DEFAULT_POLICY
 from store import dispatch as records
 from store.crews import CrewRecord, list_crews, record_crew_position
+from store.devices import device_department as owning_department
 from store.incidents import IncidentRecord, apply_incident_event, get_incident
 from store.work_orders import (
     MQTT_CHANNEL,
@@ -269,7 +270,7 @@ class DispatchEngine:
         incident = record.incident
         device_department = None
         if incident.category_code.startswith("device.") and record.kind is IncidentKind.DEVICE:
-            device_department = records.device_department(conn, incident.source)
+            device_department = owning_department(conn, incident.source)
         try:
             routing = route_incident(
                 self.pack,

@@ -19,8 +19,7 @@ from domain.access import Principal, Role, issue_token
 from domain.crew_messages import decode_crew_task
 from domain.wire import decode_work_order_message
 from domain.work_orders import WorkOrderState, allowed_actions
-from store.api_queries import count_incidents
-from store.incidents import IncidentFilter, list_incidents
+from store.incidents import IncidentFilter, count_incidents, list_incidents
 from store.users import set_disabled
 from tests.integration.api_harness import (
     RunningApi,
