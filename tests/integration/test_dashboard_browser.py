@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from cityops.bench.dashboard import CHROMIUM, CHROMIUM_FLAGS
 from cityops.children import CityopsProcess
 from cityops.paths import MIGRATIONS_DIR, REPO_ROOT
 from cityops.services.postgres import Postgres
@@ -32,17 +33,6 @@ from cityops.settings import Settings
 from store.migrations import migrate
 from tests.integration.dashboard_city import PASSWORD, SeededCity, seed
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 API_CLI = REPO_ROOT / "cityops" / "cli_api.py"
 WALL = {"width": 1920, "height": 1080}
