@@ -40,8 +40,15 @@ def run_in_pglite(steps: list[tuple[str, str]], queries: dict[str, str]) -> dict
     return output
 
 
-def without_postgis(migrations: list[Migration]) -> list[Migration]:
-    return [m for m in migrations if "geometry(" not in m.sql and "postgis" not in m.sql.lower()]
+def timescale_only(migrations: list[Migration]) -> list[Migration]:
+    """The migrations with a TimescaleDB variant that PGlite can run: it has no PostGIS, and the other migrations
+    depend on one another (incidents on devices, projections on incidents), so only the time-series files stand
+    alone."""
+    return [
+        m
+        for m in migrations
+        if m.variant is Variant.TIMESCALE and "geometry(" not in m.sql and "postgis" not in m.sql.lower()
+    ]
 
 
 def steps_for(migrations: list[Migration]) -> list[tuple[str, str]]:
@@ -77,7 +84,7 @@ QUERIES = {
 
 
 def test_the_timescale_variant_creates_hypertables_policies_and_rollups() -> None:
-    migrations = without_postgis(discover(MIGRATIONS_DIR, timescale=True))
+    migrations = timescale_only(discover(MIGRATIONS_DIR, timescale=True))
     assert any(m.variant is Variant.TIMESCALE and m.name == "readings" for m in migrations)
     output = run_in_pglite([*steps_for(migrations), ("seed", SEED)], QUERIES)
     results = output["results"]
