@@ -28,6 +28,7 @@ from rules.catalogue import RuleSet
 from rules.clock import from_micros, micros_of
 from rules.correlation import AreaState, acknowledge_in_area, correlate, next_area_deadline, tick_area
 from rules.lifecycle import UnknownIncidentError
+from streams.batching import batches
 from streams.engine import Ack, KeyedEngine, deadline_us
 from streams.outputs import Outbound, route_area_events
 
@@ -117,7 +118,7 @@ def install(app: faust.App, context: StreamsContext) -> None:
     @app.agent(context.topics.incident_facts, name="correlate_incidents", supervisor_strategy=context.supervisor)
     async def correlate_incidents(stream: Any) -> Any:
         """Fact changes and device incident events → composite and correlation incidents, one AreaState per area."""
-        async for events in stream.noack_take(config.batch_size, within=config.batch_within_s):
+        async for events in batches(stream, config.batch_size, config.batch_within_s):
             items: list[AreaInput] = []
             for event in events:
                 message = event.message

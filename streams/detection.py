@@ -19,6 +19,7 @@ from rules.catalogue import RuleSet
 from rules.clock import from_micros, micros_of
 from rules.detection import DeviceState, acknowledge, evaluate, next_deadline, observe_status, tick
 from rules.lifecycle import UnknownIncidentError
+from streams.batching import batches
 from streams.engine import Ack, KeyedEngine, deadline_us
 from streams.outputs import Outbound, route_device_outputs
 
@@ -113,7 +114,7 @@ def install(app: faust.App, context: StreamsContext) -> None:
     @app.agent(context.topics.device_inputs, name="detect_incidents", supervisor_strategy=context.supervisor)
     async def detect_incidents(stream: Any) -> Any:
         """Readings and status changes → incident events and fact changes, one DeviceState per device."""
-        async for events in stream.noack_take(config.batch_size, within=config.batch_within_s):
+        async for events in batches(stream, config.batch_size, config.batch_within_s):
             records: list[DeviceRecord] = []
             for event in events:
                 message = event.message

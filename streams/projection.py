@@ -3,11 +3,12 @@
 
 Why a faust agent and not a plain aiokafka consumer (as streams/persist.py is): incident events are rare next to
 readings, so faust's per-event cost does not matter here, and faust can give the guarantee the projection needs.
-faust commits only offsets of *acknowledged* events, contiguously (``Consumer._new_offset``), after flushing its
-producer. The agent takes batches with ``noack_take`` -- which, unlike ``take``, does not acknowledge a batch when
-the loop body leaves it, not even on an exception -- and acknowledges the events only after the transaction that
-holds them committed. A crash before that replays the batch, which the projection ignores (``seq``). A database
-that is down stops the agent where it is: the write is retried with backoff, nothing is acknowledged meanwhile.
+faust commits only offsets of *acknowledged* events, contiguously (``Consumer._new_offset``, provided no event is
+left unacknowledged: streams/batching.py), after flushing its producer. The agent takes batches with
+:func:`streams.batching.batches` -- which, unlike faust's ``take``, does not acknowledge a batch when the loop body
+leaves it, and unlike ``noack_take`` loses no event -- and acknowledges the events only after the transaction that
+holds them committed. A crash before that replays the batch, which the projection ignores (``seq``). A database that
+is down stops the agent where it is: the write is retried with backoff, nothing is acknowledged meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.incident_events import EventDecodeError, IncidentEvent, decode_event
 from store.incidents import apply_incident_event
+from streams.batching import batches
 
 if TYPE_CHECKING:
     import faust
@@ -69,7 +71,7 @@ def install(app: faust.App, context: StreamsContext) -> None:
     @app.agent(context.topics.incidents, name="project_incidents", supervisor_strategy=context.supervisor)
     async def project_incidents(stream: Any) -> Any:
         """Incident events → the incidents tables, acknowledged only once committed."""
-        async for events in stream.noack_take(config.projection_batch_size, within=config.projection_within_s):
+        async for events in batches(stream, config.projection_batch_size, config.projection_within_s):
             decoded: list[IncidentEvent] = []
             for event in events:
                 try:

@@ -236,11 +236,14 @@ def test_a_killed_worker_resumes_without_losing_or_duplicating_incidents(
     try:
         wait_for(complete, timeout=150, interval=0.5, what="every incident event")
     except AssertionError as error:
-        missing = sorted(set(want) - set(timeline(city_db, devices)))
+        stored = set(timeline(city_db, devices))
+        missing = sorted(set(want) - stored)
         told = asyncio.run(_told(settings, set(devices)))
         raise AssertionError(
             f"{error}; {len(missing)} of {len(want)} missing from the database: {missing[:8]}; "
-            f"of those on the incidents topic: {sorted(set(missing) & told)[:8]}"
+            f"of those on the incidents topic: {sorted(set(missing) & told)[:8]}; "
+            f"told but not expected: {sorted(told - set(want))[:8]}; stored but not expected: "
+            f"{sorted(stored - set(want))[:8]}"
         ) from None
     time.sleep(3)  # anything more (a duplicate, a second incident) would show now
     assert timeline(city_db, devices) == want
