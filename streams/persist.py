@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
@@ -54,6 +55,9 @@ class PersistMetrics:
         self.status_events = Counter("cityops_persist_status_events", "device status changes stored", registry=r)
         self.undecodable = Counter("cityops_persist_undecodable", "records that break the topic contract", registry=r)
         self.flushes = Counter("cityops_persist_flushes", "database transactions", registry=r)
+        self.commit_refused = Counter(
+            "cityops_persist_commit_refused", "offset commits that failed (the batch may be read again)", registry=r
+        )
         self.flush_seconds = Histogram(
             "cityops_persist_flush_seconds",
             "time to write and commit one batch",
@@ -176,7 +180,19 @@ class Persister:
                 for reading in batch.readings:
                     self.metrics.publish_to_row.observe(max(0.0, (committed_at - reading.ts).total_seconds()))
             assert self.consumer is not None
-            await self.consumer.commit(dict(batch.offsets))
+            try:
+                await self.consumer.commit(dict(batch.offsets))
+            except KafkaError as error:
+                # The group rebalanced under the batch (a broker restart, a member joining), or the broker is
+                # away: the rows are durable, the offsets are not. Whoever owns the partitions next resumes from
+                # the last committed offset and writes those rows again, which the idempotent insert counts as
+                # duplicates. Nothing is lost.
+                log.warning(
+                    "offset commit failed; the batch may be read again (rows are idempotent)",
+                    extra={"fields": {"partitions": len(batch.offsets), "error": str(error)[:300]}},
+                )
+                self.metrics.commit_refused.inc()
+                return
             self.metrics.flushes.inc()
             self.metrics.flush_seconds.observe(time.monotonic() - started)
 
