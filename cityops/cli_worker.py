@@ -61,6 +61,15 @@ def worker(
             "--app-id", help="the consumer group and changelog prefix; a second id runs an independent pipeline"
         ),
     ] = STREAMS_APP_ID,
+    session_timeout: Annotated[
+        float,
+        typer.Option(
+            "--session-timeout",
+            envvar="CITYOPS_WORKER_SESSION_TIMEOUT_S",
+            help="seconds without a heartbeat before Kafka gives a worker's partitions to another: how long the "
+            "partitions of a killed worker wait for its successor",
+        ),
+    ] = 20.0,
 ) -> None:
     """The streams worker: detection, correlation, acknowledgements and the incident projection. SIGTERM stops it
     after the batches in hand are delivered, written and committed."""
@@ -69,11 +78,24 @@ def worker(
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    run_worker(settings, _load_rules(rules), app_id=app_id, web_port=web_port, metrics_port=metrics_port)
+    run_worker(
+        settings,
+        _load_rules(rules),
+        app_id=app_id,
+        web_port=web_port,
+        metrics_port=metrics_port,
+        session_timeout=session_timeout,
+    )
 
 
 def run_worker(
-    settings: Settings, rules: RuleSet, *, app_id: str, web_port: int | None, metrics_port: int | None
+    settings: Settings,
+    rules: RuleSet,
+    *,
+    app_id: str,
+    web_port: int | None,
+    metrics_port: int | None,
+    session_timeout: float = 20.0,
 ) -> None:
     """Compose the worker from settings: the database pool and the projector are built here and passed in."""
     import asyncio
@@ -93,6 +115,7 @@ def run_worker(
             datadir=settings.state_dir / "faust" / app_id,
             app_id=app_id,
             web_port=web_port,
+            session_timeout_s=session_timeout,
         )
         config.datadir.mkdir(parents=True, exist_ok=True)
         streams = create_app(config, rules, projector=DatabaseProjector(pool))

@@ -65,6 +65,8 @@ class StreamsConfig:
     projection_batch_size: int = 500
     projection_within_s: float = 0.1
     commit_interval_s: float = 1.0  # faust's offset commits
+    # A killed worker's partitions go to its successor only when its Kafka session expires (faust's default: 60 s).
+    session_timeout_s: float = 20.0
 
 
 @dataclass
@@ -125,6 +127,7 @@ def create_app(
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=config.commit_interval_s,
+        broker_session_timeout=config.session_timeout_s,
         broker_max_poll_records=2000,
         stream_buffer_maxsize=4 * config.batch_size,
         producer_acks=-1,
