@@ -475,13 +475,17 @@ def persist() -> None:
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="which benchmark: " + ", ".join(sorted(_bench_names())))],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="which benchmark (default: every one in turn): " + ", ".join(sorted(_bench_names()))),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="fewer, shorter steps (a smoke run, not for the record)")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
     ] = False,
 ) -> None:
-    """Measure a part of the platform on an instance of its own; write docs/BENCHMARKS.md."""
+    """Measure a part of the platform on an instance of its own (or, without a name, every part in turn);
+    write docs/BENCHMARKS.md."""
     import importlib
     import json
 
@@ -489,19 +493,22 @@ def bench(
     from cityops.bench.environment import BenchEnvironment
     from cityops.bench.report import write_section
 
-    if name not in BENCHMARKS:
+    if name is not None and name not in BENCHMARKS:
         err_console.print(f"[red]unknown benchmark[/red] {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
         raise typer.Exit(2)
-    module = importlib.import_module(BENCHMARKS[name])
-    command = "cityops bench " + name + (" --quick" if quick else "")
-    with BenchEnvironment.running(report=console.log) as env:
-        outcome = module.run(env, quick=quick, command=command)
-    write_section(name, outcome.section)
-    if outcome.headline:
-        console.print(outcome.headline)
-    console.print("written to docs/BENCHMARKS.md")
+    summaries: dict[str, object] = {}
+    for each in [name] if name is not None else list(BENCHMARKS):
+        module = importlib.import_module(BENCHMARKS[each])
+        command = "cityops bench " + each + (" --quick" if quick else "")
+        with BenchEnvironment.running(report=console.log) as env:
+            outcome = module.run(env, quick=quick, command=command)
+        write_section(each, outcome.section)
+        if outcome.headline:
+            console.print(outcome.headline)
+        console.print("written to docs/BENCHMARKS.md")
+        summaries[each] = outcome.summary
     if as_json:
-        print(json.dumps(outcome.summary))
+        print(json.dumps(summaries[name] if name is not None else summaries))
 
 
 def _bench_names() -> list[str]:
@@ -529,9 +536,9 @@ def _profiled(settings: Settings) -> Iterator[None]:
 
 # --- commands owned by other modules ----------------------------------------------------------------------
 # Each line registers one module's commands on `app` (keep one line per module, in this block).
-from cityops import cli_api, cli_dashboard, cli_dispatch, cli_simulate, cli_worker  # noqa: E402
+from cityops import cli_api, cli_dashboard, cli_dispatch, cli_drill, cli_simulate, cli_worker  # noqa: E402
 
-for _module in (cli_worker, cli_dispatch, cli_api, cli_dashboard, cli_simulate):
+for _module in (cli_worker, cli_dispatch, cli_api, cli_dashboard, cli_simulate, cli_drill):
     _module.register(app)
 
 

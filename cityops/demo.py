@@ -17,17 +17,15 @@ import csv
 import os
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psycopg
 
-from cityops.children import CityopsProcess
+from cityops.pipeline import Child, PipelineError, http_ok, port_open, prepare_city, tail, wait_ready
 from cityops.settings import Settings
 
 Report = Callable[[str], None]
@@ -53,20 +51,11 @@ class DemoLogin:
 
 
 @dataclass
-class _Child:
-    name: str
-    args: tuple[str, ...]
-    ready: Callable[[], bool]
-    process: CityopsProcess | None = None
-    restarts: int = 0
-
-
-@dataclass
 class Demo:
     settings: Settings
     plan: DemoPlan
     report: Report
-    children: list[_Child] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
     started_services: list[str] = field(default_factory=list)
     logins: list[DemoLogin] = field(default_factory=list)
 
@@ -76,47 +65,24 @@ class Demo:
 
     # -- setting up --------------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        from cityops.city import load_city_pack
-        from cityops.crews import provision_crews
-        from cityops.provision import provision_devices
         from cityops.services.supervisor import Supervisor
-        from domain.catalogue import load_catalogue
-        from gis import load_pack
-        from simulators.placement import place
-        from store.migrations import migrate
 
         settings = self.settings
         self.report("starting Mosquitto, Kafka and PostgreSQL")
         self.started_services = Supervisor(settings).up(report=self.report)
-        self.report("migrating the database")
-        from cityops.paths import MIGRATIONS_DIR
-
-        timescale = {"auto": None, "on": True, "off": False}[settings.db.timescale]
-        migrate(settings.db.conninfo(), MIGRATIONS_DIR, timescale=timescale)
-        catalogue = load_catalogue()
-        city = load_pack(settings.city.pack)
-        self.report(f"loading the city: {city.manifest.display_name}")
-        with psycopg.connect(settings.db.conninfo()) as conn:
-            load_city_pack(conn, city, catalogue)
-        placed = place(city, count=self.plan.devices)
-        self.report(f"provisioning {len(placed)} devices on the city's real assets (own MQTT credentials each)")
-        provision_devices(settings, catalogue, [device.to_device(catalogue) for device in placed])
-        self.report(f"provisioning {self.plan.crews_per_unit} crews per department unit")
-        provision_crews(settings, catalogue, per_unit=self.plan.crews_per_unit)
+        prepare_city(settings, devices=self.plan.devices, crews_per_unit=self.plan.crews_per_unit, report=self.report)
         self.report("creating the demo users")
         self.logins = ensure_demo_users(settings)
 
     def start_processes(self) -> None:
         s = self.settings
         self.children = [
-            _Child("ingest", ("ingest",), lambda: _port_open(s.ingest.metrics_host, s.ingest.metrics_port)),
-            _Child("persist", ("persist",), lambda: _port_open(s.persist.metrics_host, s.persist.metrics_port)),
-            _Child("worker", ("worker",), lambda: True),
-            _Child("dispatch", ("dispatch",), lambda: _port_open(s.dispatch.metrics_host, s.dispatch.metrics_port)),
-            _Child("api", ("api",), lambda: _http_ok(f"http://{s.api.host}:{s.api.port}/health")),
-            _Child(
-                "dashboard", ("dashboard",), lambda: _http_ok(f"http://{s.dashboard.host}:{s.dashboard.port}/login")
-            ),
+            Child("ingest", ("ingest",), lambda: port_open(s.ingest.metrics_host, s.ingest.metrics_port)),
+            Child("persist", ("persist",), lambda: port_open(s.persist.metrics_host, s.persist.metrics_port)),
+            Child("worker", ("worker",), lambda: True),
+            Child("dispatch", ("dispatch",), lambda: port_open(s.dispatch.metrics_host, s.dispatch.metrics_port)),
+            Child("api", ("api",), lambda: http_ok(f"http://{s.api.host}:{s.api.port}/health")),
+            Child("dashboard", ("dashboard",), lambda: http_ok(f"http://{s.dashboard.host}:{s.dashboard.port}/login")),
         ]
         if self.plan.simulate:
             simulate = (
@@ -126,25 +92,14 @@ class Demo:
                 "--speed", f"{self.plan.speed:g}",
                 "--rate", f"{self.plan.readings_per_s:g}",
             )  # fmt: skip
-            self.children.append(_Child("simulate", simulate, lambda: True))
+            self.children.append(Child("simulate", simulate, lambda: True))
         for child in self.children:
             self.report(f"starting cityops {child.name}")
             self._start(child)
-        deadline = time.monotonic() + 120
-        for child in self.children:
-            while not child.ready():
-                if child.process is not None and not child.process.running:
-                    raise DemoError(f"cityops {child.name} exited while starting:\n{_tail(child.process.output())}")
-                if time.monotonic() > deadline:
-                    raise DemoError(f"cityops {child.name} is not ready after 2 minutes:\n{_tail(self._output(child))}")
-                time.sleep(0.3)
-            self.report(f"cityops {child.name}: ready")
+        wait_ready(self.children, timeout_s=120, report=self.report)
 
-    def _start(self, child: _Child) -> None:
-        child.process = CityopsProcess(self.settings, *child.args, log_dir=self.log_dir).start()
-
-    def _output(self, child: _Child) -> str:
-        return child.process.output() if child.process is not None else ""
+    def _start(self, child: Child) -> None:
+        child.start(self.settings, self.log_dir)
 
     # -- running -----------------------------------------------------------------------------------------------
     def watch(self, stop: Callable[[], bool], interval_s: float = 2.0) -> None:
@@ -161,7 +116,7 @@ class Demo:
                     child.restarts += 1
                     self.report(
                         f"[yellow]cityops {child.name} stopped; restarting it "
-                        f"({child.restarts}/{self.plan.restart_limit})[/yellow]\n{_tail(self._output(child))}"
+                        f"({child.restarts}/{self.plan.restart_limit})[/yellow]\n{tail(child.output())}"
                     )
                     self._start(child)
             if time.monotonic() - last_service_check > 10:
@@ -186,8 +141,8 @@ class Demo:
             Supervisor(self.settings).down(report=self.report, names=self.started_services)
 
 
-class DemoError(RuntimeError):
-    pass
+# The demo's errors are the pipeline's (a process that exits or is not ready while starting).
+DemoError = PipelineError
 
 
 def ensure_demo_users(settings: Settings) -> list[DemoLogin]:
@@ -247,25 +202,6 @@ def _write_logins(path: Path, logins: list[DemoLogin]) -> None:
         writer.writerow(["username", "role", "password", "crew_id"])
         writer.writerows((login.username, login.role, login.password, login.crew_id) for login in logins)
     path.with_suffix(".tmp").replace(path)
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code < 500
-    except httpx.HTTPError:
-        return False
-
-
-def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 @contextmanager

@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "dispatch": "cityops.bench.dispatch",
     "dashboard": "cityops.bench.dashboard",
     "rules": "cityops.bench.rules",
+    "e2e": "cityops.bench.e2e",
 }
 
 
