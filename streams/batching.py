@@ -8,9 +8,9 @@ through), so the event is lost for good. Seen as incident events on ``incidents`
 database, and readings never judged, after a worker restart under load
 (tests/integration/test_streams_worker.py).
 
-Here every event goes through a bounded queue exactly once: a feeder task iterates the stream (acks disabled),
+Here every event goes through a bounded buffer exactly once: a feeder task iterates the stream (acks disabled),
 the caller gets batches of up to ``max_size`` events, gathered for at most ``within_s`` after the first, and
-acknowledges them itself. The queue's bound is the back-pressure faust's buffer gave. A gap in the offsets of a
+acknowledges them itself. The buffer's bound is the back-pressure faust's buffer gave. A gap in the offsets of a
 partition (an event that skipped this code) is logged and counted: on these topics (not compacted, no
 transactions) it must not happen.
 """
@@ -18,58 +18,62 @@ transactions) it must not happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_END = object()
-
 
 async def batches(stream: Any, max_size: int, within_s: float) -> AsyncIterator[list[Any]]:
-    """Batches of faust events from ``stream``; the caller acknowledges each (``await stream.ack(event)``)."""
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_size)
-    source = stream.noack()
+    """Batches of faust events from ``stream``; the caller acknowledges each (``await stream.ack(event)``).
+
+    One timer per batch, not per event: faust hands over one event per turn of the event loop, and a timeout per
+    event (``asyncio.wait_for`` makes a task and a timer each time) would be paid thousands of times a second."""
+    buffer: deque[Any] = deque()
+    nonempty = asyncio.Event()
+    full = asyncio.Event()
+    space = asyncio.Event()
+    space.set()
+    ended = False
 
     async def feed() -> None:
+        nonlocal ended
         try:
-            async for event in source.events():
-                await queue.put(event)
+            async for event in stream.noack().events():
+                while len(buffer) >= max_size:  # back-pressure: the batch in hand first
+                    space.clear()
+                    await space.wait()
+                buffer.append(event)
+                nonempty.set()
+                if len(buffer) >= max_size:
+                    full.set()
         finally:
-            await queue.put(_END)
+            ended = True
+            nonempty.set()
+            full.set()
 
     feeder = asyncio.ensure_future(feed())
     gaps = OffsetGaps()
     try:
         while True:
-            first = await queue.get()
-            if first is _END:
-                break
-            batch = [first]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + within_s
-            ended = False
-            while len(batch) < max_size:
-                if queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                else:
-                    item = queue.get_nowait()
-                if item is _END:
-                    ended = True
-                    break
-                batch.append(item)
+            await nonempty.wait()
+            if not buffer:
+                break  # only an ended feeder leaves the flag set on an empty buffer
+            if len(buffer) < max_size and not ended:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(full.wait(), within_s)
+            batch = [buffer.popleft() for _ in range(min(len(buffer), max_size))]
+            if not buffer and not ended:
+                nonempty.clear()
+            if len(buffer) < max_size and not ended:
+                full.clear()
+            space.set()
             gaps.check(batch)
             yield batch
-            if ended:
-                break
-        await asyncio.wait({feeder})  # it put the end marker last: it is finishing
+        await asyncio.wait({feeder})  # it ended: the stream stopped, or it failed
         error = None if feeder.cancelled() else feeder.exception()
         if error is not None:
             raise error
