@@ -36,6 +36,19 @@ def lock_area(conn: psycopg.Connection[Any], area_key: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("dispatch:" + area_key,))
 
 
+def first_sight(conn: psycopg.Connection[Any], incident_id: str, seq: int) -> bool:
+    """Mark an incident event as seen by the dispatcher; True the first time. A replay or a redelivery is False.
+
+    Kept apart from the projection (``incident_events``): the detection worker projects the same events, and
+    which of the two gets there first must not decide whether the dispatcher decides.
+    """
+    row = conn.execute(
+        "INSERT INTO dispatch_seen_events (incident_id, seq) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING seq",
+        (incident_id, seq),
+    ).fetchone()
+    return row is not None
+
+
 # --- holds ------------------------------------------------------------------------------------------------------
 
 

@@ -141,14 +141,15 @@ class DispatchEngine:
     # --- incidents ----------------------------------------------------------------------------------------------
 
     def handle_incident_event(self, conn: psycopg.Connection[Any], event: IncidentEvent) -> list[Outcome]:
-        """Project one event of the ``incidents`` topic and decide, in one transaction. A replayed event (already
-        projected) decides nothing again."""
+        """Project one event of the ``incidents`` topic and decide, in one transaction. An event the dispatcher has
+        seen before (a replay, a redelivery) decides nothing again, whether or not the worker projected it first."""
         incident = event.incident
         key = area_key(incident.grid_cell, incident.district) or f"incident:{incident.id}"
         outcomes: list[Outcome] = []
         with conn.transaction():
             records.lock_area(conn, key)
-            if not apply_incident_event(conn, event):
+            apply_incident_event(conn, event)
+            if not records.first_sight(conn, incident.id, event.seq):
                 return outcomes
             now = self.clock()
             own = self._decide(conn, incident.id, event.type, now, area=key, seq=event.seq)

@@ -23,6 +23,7 @@ from domain.geo import Position
 from domain.incident_events import IncidentEventType, IncidentKind
 from domain.wire import decode_work_order_message
 from domain.work_orders import Actor, ActorKind, WorkOrderAction
+from store.incidents import apply_incident_event
 from store.work_orders import apply_action
 from tests.integration.dispatch_harness import (
     HELSINKI,
@@ -86,6 +87,28 @@ def test_replaying_the_incident_events_never_makes_a_second_work_order(city: Dis
     assert city.query("SELECT count(*) FROM dispatch_decisions")[0][0] == decisions
     lags = city.query("SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
     assert lags == 0
+
+
+def test_an_incident_the_worker_projected_first_still_gets_its_work_order(city: DispatchWorld) -> None:
+    # The detection worker projects every incident event too; when its projection wins the race, the dispatcher
+    # must still decide on the event (found by the failure drill: an open incident with no order and no decision).
+    devices = gauges_in_cell(city.run, SENATE_SQUARE, 1)
+    city.provision_devices(devices)
+    events = CityEngine().feed(water_levels(devices, [0, 20, 24], start=datetime.now(UTC) - timedelta(minutes=3)))
+    opened = next(e for e in events if e.kind is IncidentKind.DEVICE and e.type is IncidentEventType.OPENED)
+    report = reported_incident(f"rep-{city.run}", "sanitation.bin_overflow", CENTRAL_STATION)
+    with psycopg.connect(city.settings.db.conninfo()) as conn, conn.transaction():
+        for event in (*events, report):
+            assert apply_incident_event(conn, event)  # as the worker's projection does
+    city.dispatcher("1")
+    city.produce([*events, report])
+    city.wait_order(report.incident.id, "dispatched")
+    # The device incident is held first (a flood of one cell makes one order), then released as its own order.
+    city.wait_order(opened.incident.id, "dispatched", timeout=30)
+    decisions = city.query(
+        "SELECT decision FROM dispatch_decisions WHERE incident_id = %s ORDER BY id", (opened.incident.id,)
+    )
+    assert [d for (d,) in decisions] == ["held", "released"]
 
 
 def test_a_crew_cannot_act_on_another_crews_order(city: DispatchWorld) -> None:
