@@ -114,6 +114,7 @@ class RuleSet:
     source: str  # the file it was loaded from
     timezone: ZoneInfo
     allowed_lateness: int
+    lateness_max_readings: int  # the lateness span holds at most this many readings per device
     lifecycle: LifecyclePolicy
     correlation: CorrelationPolicy
     rules: Mapping[str, Rule]
@@ -259,6 +260,7 @@ class _Compiler:
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise header.error("timezone", f"unknown time zone {zone_name!r}") from error
         allowed_lateness = header.duration("allowed_lateness_s", 300)
+        lateness_max_readings = header.integer("lateness_max_readings", 32, minimum=2)
         lateness_table = header.table("lateness_by_device_type")
         lateness_by_type: dict[str, int] = {}
         for device_type in list(lateness_table.data):
@@ -323,6 +325,7 @@ class _Compiler:
             source=self.source,
             timezone=timezone,
             allowed_lateness=allowed_lateness,
+            lateness_max_readings=lateness_max_readings,
             lifecycle=lifecycle,
             correlation=correlation,
             rules=rules,

@@ -126,8 +126,11 @@ def evaluate(rules: RuleSet, state: DeviceState | None, reading: Reading) -> tup
     in_order = ts > latest
     if not in_order:
         lateness = profile.allowed_lateness if profile is not None else rules.allowed_lateness
+        pending = state.pending
         reason = None
-        if ts < latest - lateness:
+        if ts < latest - lateness or (len(pending) >= rules.lateness_max_readings and ts < pending[0][0]):
+            # Older than the lateness span, or than every reading of a span that is full: the checkpoint may
+            # already hold readings after it, so it can no longer be judged in order.
             reason = RejectionReason.TOO_LATE
         elif any(pending_ts == ts for pending_ts, _ in state.pending):
             reason = RejectionReason.DUPLICATE
@@ -179,18 +182,21 @@ def evaluate(rules: RuleSet, state: DeviceState | None, reading: Reading) -> tup
     if profile is None:
         # No rules for an unknown type, but the watermark and the buffer still follow the readings.
         horizon = latest - rules.allowed_lateness
-        pending = tuple(item for item in pending if item[0] >= horizon)
+        pending = tuple(item for item in pending if item[0] >= horizon)[-rules.lateness_max_readings :]
         new_state = DeviceState(
             state.device_id, device_type, grid_cell, district, state.catalogue_version, latest, heard, will_at,
             pending, slots, offline, due,
         )  # fmt: skip
         return new_state, tuple(outputs)
+    # Readings leave the span by age, or when it holds more than `lateness_max_readings`: a device that reports
+    # every few seconds must not drag minutes of readings along in its state (each state is written out whole).
     horizon = latest - profile.allowed_lateness
     promoted: tuple[PendingReading, ...] = ()
-    if pending[0][0] < horizon:
-        cut = 1
-        while pending[cut][0] < horizon:
-            cut += 1
+    cut = 0
+    while pending[cut][0] < horizon:  # the newest reading is the watermark, never past the horizon
+        cut += 1
+    cut = max(cut, len(pending) - rules.lateness_max_readings)
+    if cut:
         promoted = pending[:cut]
         pending = pending[cut:]
 

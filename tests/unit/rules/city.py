@@ -77,6 +77,7 @@ HEADER = """
 version = {version}
 timezone = "Europe/Helsinki"
 allowed_lateness_s = {lateness}
+lateness_max_readings = {max_readings}
 
 [lifecycle]
 close_after_s = {close_after}
@@ -97,12 +98,18 @@ def catalogue(
     *,
     version: int = 1,
     lateness: int = 300,
+    max_readings: int = 32,
     close_after: int = 1800,
     refresh: int = 0,
     flapping: int = 3,
 ) -> RuleSet:
     header = HEADER.format(
-        version=version, lateness=lateness, close_after=close_after, refresh=refresh, flapping=flapping
+        version=version,
+        lateness=lateness,
+        max_readings=max_readings,
+        close_after=close_after,
+        refresh=refresh,
+        flapping=flapping,
     )
     return parse_rules(header + rules_toml, source="test-catalogue.toml")
 

@@ -225,6 +225,7 @@ def test_a_composite_with_valid_members_loads_and_marks_its_facts() -> None:
         ("[catalogue]\nversion = 1\ntimezone = 'Mars/Olympus'\n", "field 'catalogue.timezone': unknown time zone"),
         ("[catalogue]\nversion = 1\nallowed_lateness_s = 7200\n", "field 'lifecycle.close_after_s'"),
         ("[catalogue]\nversion = 1\n[catalogue.lateness_by_device_type]\nsubmarine = 5\n", "unknown device type"),
+        ("[catalogue]\nversion = 1\nlateness_max_readings = 1\n", "field 'catalogue.lateness_max_readings'"),
         ("[catalogue]\nversion = 1\n[lifecycel]\n", "field 'lifecycel': is not a known field here"),
         ("[catalogue]\nversion = 'one'\n", "field 'catalogue.version': must be an integer"),
         ("[catalogue\n", "not valid TOML"),
@@ -238,7 +239,7 @@ def test_catalogue_sections_are_checked(text: str, message: str) -> None:
 
 def test_loading_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(HEADER.format(version=1, lateness=60, close_after=60, refresh=0, flapping=3) + "[[rule]]\nid = 1\n")
+    path.write_text(HEADER.format(version=1, lateness=60, max_readings=32, close_after=60, refresh=0, flapping=3) + "[[rule]]\nid = 1\n")
     with pytest.raises(RuleCatalogueError) as raised:
         load_rules(path)
     assert str(raised.value).startswith(f"{path}: rule #1: field 'id': must be a string")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from domain.incident_events import IncidentEventType, RejectionReason
 from domain.readings import Reading
+from rules.clock import to_micros
 from tests.unit.rules.city import at, catalogue, incident_events, kinds, reading, rejections, run, series
 
 OPENED = IncidentEventType.OPENED
@@ -74,6 +75,34 @@ def test_exactly_at_the_allowed_lateness_is_still_judged_and_beyond_is_too_late(
     [rejected] = rejections(outputs)
     assert rejected.reason is RejectionReason.TOO_LATE
     assert rejected.watermark == at(20)
+
+
+def test_a_chatty_device_keeps_only_its_last_readings_for_lateness() -> None:
+    # A device reporting every 10 s would keep 30 readings for a 300 s lateness; the span holds at most 4 here.
+    rules = catalogue(WATER, max_readings=4)
+    state, outputs = run(rules, [level(n / 6, 16 if n == 11 else 2) for n in range(12)])  # 0:00-1:50, every 10 s
+    assert rejections(outputs) == []
+    assert [ts for ts, _ in state.pending] == [to_micros(at(n / 6)) for n in range(8, 12)]
+    # Within the span by age and newer than its oldest reading: judged in order; with the 16 at 1:50 it makes two
+    # in a row, and the incident opens at 1:50.
+    state, outputs = run(rules, [level(1.75, 16)], state)
+    assert rejections(outputs) == []
+    assert kinds(outputs) == [(OPENED, at(11 / 6))]
+    # Within 300 s but older than every reading the full span holds: too late, although not by age.
+    _, outputs = run(rules, [level(0.5, 40)], state)
+    [rejected] = rejections(outputs)
+    assert rejected.reason is RejectionReason.TOO_LATE
+    assert incident_events(outputs) == []
+
+
+def test_the_lateness_span_never_holds_more_than_its_bound() -> None:
+    rules = catalogue(WATER, max_readings=3)
+    readings = [level(n / 60, float(n % 20)) for n in range(50)]  # one a second
+    state, _ = run(rules, readings)
+    assert len(state.pending) == 3
+    # What left the span early went into the checkpoint: the state is the one in-order arrival gives.
+    ordered, _ = run(catalogue(WATER), readings)
+    assert [slot.current for slot in state.slots] == [slot.current for slot in ordered.slots]
 
 
 def test_a_too_late_reading_neither_reopens_nor_invents_an_incident() -> None:
