@@ -9,6 +9,7 @@ streams.detection          ``detect_incidents`` (readings + device.status), time
 streams.correlation        ``correlate_incidents`` (incident.facts), timer ``tick_areas``
 streams.acknowledgement    ``acknowledge_incidents`` (incident.acks)
 streams.projection         ``project_incidents`` (incidents → PostgreSQL)
+streams.rewind             timer ``rewind_stuck_partitions`` (a partition stuck behind a lost record)
 =========================  =====================================================================================
 
 The modules are listed in :data:`AGENT_MODULES` and installed in that order. faust's venusian autodiscovery is not
@@ -35,6 +36,7 @@ from streams.correlation import AreaEngine
 from streams.detection import DeviceEngine
 from streams.outputs import ProducerSender, Routes, Sender, StreamsMetrics
 from streams.projection import IncidentProjector
+from streams.rewind import AckProgress
 from streams.tables import area_state_codec, device_state_codec, state_table
 from streams.topics import ENGINE_PARTITIONS, Topics
 from streams.topology import DEVICE_STATUS, INCIDENT_FACTS, INCIDENTS, READINGS, TopicSpec
@@ -46,6 +48,7 @@ AGENT_MODULES: tuple[str, ...] = (
     "streams.correlation",
     "streams.acknowledgement",
     "streams.projection",
+    "streams.rewind",
 )
 
 
@@ -67,6 +70,8 @@ class StreamsConfig:
     commit_interval_s: float = 1.0  # faust's offset commits
     # A killed worker's partitions go to its successor only when its Kafka session expires (faust's default: 60 s).
     session_timeout_s: float = 20.0
+    rewind_interval_s: float = 5.0  # how often streams.rewind looks for a partition stuck behind a lost record
+    rewind_stall_s: float = 20.0  # committed offset below an acknowledged one this long: a lost record
 
 
 @dataclass
@@ -81,6 +86,7 @@ class StreamsContext:
     areas: AreaEngine
     projector: IncidentProjector
     metrics: StreamsMetrics
+    progress: AckProgress = field(default_factory=AckProgress)
     supervisor: Any = CrashingSupervisor
     agents: dict[str, Any] = field(default_factory=dict)
 
@@ -163,6 +169,7 @@ def create_app(
         store=device_table.data,
         changelog=device_table.changelog_topic.get_topic_name(),
         encode=device_codec.dumps,
+        decode=device_codec.decode_state,
         clock=StreamClock(grace_s=config.tick_grace_s, idle_after_s=config.idle_after_s),
         partitions=READINGS.partitions,
         owned_partitions=owned(READINGS.name),
@@ -173,6 +180,7 @@ def create_app(
         store=area_table.data,
         changelog=area_table.changelog_topic.get_topic_name(),
         encode=area_codec.dumps,
+        decode=area_codec.decode_state,
         clock=StreamClock(grace_s=config.tick_grace_s, idle_after_s=config.idle_after_s),
         partitions=INCIDENT_FACTS.partitions,
         owned_partitions=owned(INCIDENT_FACTS.name),

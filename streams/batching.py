@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from streams.rewind import AckProgress
+
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +82,13 @@ async def batches(stream: Any, max_size: int, within_s: float) -> AsyncIterator[
     finally:
         if not feeder.done():
             feeder.cancel()
+
+
+async def ack_batch(stream: Any, events: list[Any], progress: AckProgress) -> None:
+    """Acknowledge a handled batch to faust, and note how far each partition got (for streams.rewind)."""
+    for event in events:
+        await stream.ack(event)
+    progress.note(events)
 
 
 class OffsetGaps:

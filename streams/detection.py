@@ -19,7 +19,7 @@ from rules.catalogue import RuleSet
 from rules.clock import from_micros, micros_of
 from rules.detection import DeviceState, acknowledge, evaluate, next_deadline, observe_status, tick
 from rules.lifecycle import UnknownIncidentError
-from streams.batching import batches
+from streams.batching import ack_batch, batches
 from streams.engine import Ack, KeyedEngine, deadline_us
 from streams.outputs import Outbound, route_device_outputs
 
@@ -128,9 +128,8 @@ def install(app: faust.App, context: StreamsContext) -> None:
                         extra={"fields": {"topic": message.topic, "offset": message.offset, "error": str(error)[:300]}},
                     )
 
-            async def ack(batch: Sequence[Any] = events) -> None:
-                for event in batch:
-                    await stream.ack(event)
+            async def ack(batch: list[Any] = events) -> None:
+                await ack_batch(stream, batch, context.progress)
 
             await engine.take(records, full=len(events) >= config.batch_size, ack=ack)
             yield len(records)

@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 from rules.clock import micros_of
 from streams.clock import DueQueue, StreamClock
 from streams.outputs import Outbound, Routes, Sender, StreamsMetrics
-from streams.tables import partition_for
+from streams.tables import Undecoded, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,10 @@ class KeyedEngine(Generic[S]):
     def __init__(
         self,
         *,
-        store: MutableMapping[str, S],
+        store: MutableMapping[str, S | Undecoded],
         changelog: str,
         encode: Callable[[S], bytes],
+        decode: Callable[[bytes], S],
         sender: Sender,
         routes: Routes,
         clock: StreamClock,
@@ -63,6 +64,7 @@ class KeyedEngine(Generic[S]):
         self.store = store
         self.changelog = changelog
         self.encode = encode
+        self.decode = decode
         self.sender = sender
         self.routes = routes
         self.clock = clock
@@ -77,7 +79,14 @@ class KeyedEngine(Generic[S]):
 
     def state(self, key: str) -> S | None:
         state = self._dirty.get(key)
-        return state if state is not None else self.store.get(key)
+        if state is not None:
+            return state
+        stored = self.store.get(key)
+        if isinstance(stored, Undecoded):  # recovered from the changelog and not needed since
+            decoded = self.decode(stored.data)
+            self.store[key] = decoded
+            return decoded
+        return stored
 
     def put(self, key: str, state: S) -> None:
         """Step 1: a key's new state, in memory until :meth:`commit`."""
@@ -141,15 +150,20 @@ class KeyedEngine(Generic[S]):
                 await self.commit(records, None)
             return ticked
 
-    def recovered(self, items: Iterable[tuple[str, S]] | None = None) -> None:
+    def recovered(self, items: Iterable[tuple[str, S | Undecoded]] | None = None) -> None:
         """After recovery from the changelog (start, rebalance): rebuild the due-queue from the table, and forget
         how far the input went."""
         owned = self.owned_partitions()
         self.due.clear()
         count = 0
-        for key, state in items if items is not None else list(self.store.items()):
+        for key, stored in items if items is not None else list(self.store.items()):
             if owned is not None and partition_for(key, self.partitions) not in owned:
                 continue
+            if isinstance(stored, Undecoded):
+                state = self.decode(stored.data)
+                self.store[key] = state
+            else:
+                state = stored
             self.due.schedule(key, self.next_due(state))
             count += 1
         self.clock.restart()

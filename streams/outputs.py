@@ -141,6 +141,12 @@ class StreamsMetrics:
             "cityops_streams_state_writes", "states written to a changelog", ["engine"], registry=r
         )
         self.projected = Counter("cityops_streams_projected", "incident events projected into PostgreSQL", registry=r)
+        self.rewinds = Counter(
+            "cityops_streams_partition_rewinds",
+            "partitions sought back to their committed offset after a record never reached an agent",
+            ["topic"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "cityops_streams_batch_seconds",
             "time to judge a batch and deliver its outputs",

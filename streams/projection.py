@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.incident_events import EventDecodeError, IncidentEvent, decode_event
 from store.incidents import apply_incident_event
-from streams.batching import batches
+from streams.batching import ack_batch, batches
 
 if TYPE_CHECKING:
     import faust
@@ -84,8 +84,7 @@ def install(app: faust.App, context: StreamsContext) -> None:
                     )
             new = await write_with_retry(context.projector, decoded) if decoded else 0
             metrics.projected.inc(new)
-            for event in events:
-                await stream.ack(event)
+            await ack_batch(stream, events, context.progress)
             yield new
 
     context.agents["project_incidents"] = project_incidents

@@ -9,13 +9,18 @@ Why the partition of a key, and codecs of our own:
   lives in the changelog partition with the number of the input partitions it arrives on, so faust's co-partitioned
   assignment hands a worker exactly the states of the keys it consumes.
 * The codecs turn a state into its JSON (``rules.detection.state_to_json``, ``rules.correlation.area_to_json``) only
-  on the way to the changelog, and back into the immutable state object on recovery. The memory store therefore
-  holds decoded states: the hot path never parses JSON (docs/RULES.md, "Speed").
+  on the way to the changelog. Recovery replays *every* record a key has in the changelog (compaction lags behind,
+  and a busy device has one record per batch it was in), so it keeps each as :class:`Undecoded` bytes and the
+  engine decodes only the last one of each key, once, when it first needs it (``KeyedEngine.state``,
+  ``recovered``). Measured: a worker restarting on 180,000 changelog records of 3,000 gauges spent 70 s decoding
+  states that the next record of the same key replaced. After that the memory store holds decoded states: the hot
+  path never parses JSON (docs/RULES.md, "Speed").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -43,6 +48,13 @@ class KeyCodec(Codec):
         return data.decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Undecoded:
+    """A state as recovery read it from the changelog; :meth:`StateCodec.decode_state` makes it a state."""
+
+    data: bytes
+
+
 class StateCodec(Codec):
     """An engine state to JSON bytes and back, with the rule set that gives a saved state its meaning."""
 
@@ -61,6 +73,9 @@ class StateCodec(Codec):
         return orjson.dumps(self._encode(state), default=_as_array)
 
     def _loads(self, data: bytes) -> Any:
+        return Undecoded(data)  # decoded by the engine, once, if still the key's latest (module docstring)
+
+    def decode_state(self, data: bytes) -> Any:
         assert self._decode is not None
         return self._decode(orjson.loads(data))
 
@@ -100,6 +115,7 @@ __all__ = [
     "AreaState",
     "DeviceState",
     "StateCodec",
+    "Undecoded",
     "area_state_codec",
     "device_state_codec",
     "partition_for",

@@ -24,7 +24,13 @@ class TopicSpec:
     def config(self) -> dict[str, str]:
         config = {"retention.ms": str(self.retention_ms)}
         if self.compacted:
+            # Kafka compacts only closed segments, and by default a segment closes at 1 GiB or after 7 days: a
+            # state changelog would then be replayed whole at every restart. Small, short segments keep what a
+            # recovering worker reads close to one record per key.
             config["cleanup.policy"] = "compact"
+            config["segment.bytes"] = str(64 * 1024 * 1024)
+            config["segment.ms"] = str(10 * 60 * 1000)
+            config["min.cleanable.dirty.ratio"] = "0.2"
         return config
 
 

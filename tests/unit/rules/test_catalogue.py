@@ -239,7 +239,10 @@ def test_catalogue_sections_are_checked(text: str, message: str) -> None:
 
 def test_loading_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(HEADER.format(version=1, lateness=60, max_readings=32, close_after=60, refresh=0, flapping=3) + "[[rule]]\nid = 1\n")
+    path.write_text(
+        HEADER.format(version=1, lateness=60, max_readings=32, close_after=60, refresh=0, flapping=3)
+        + "[[rule]]\nid = 1\n"
+    )
     with pytest.raises(RuleCatalogueError) as raised:
         load_rules(path)
     assert str(raised.value).startswith(f"{path}: rule #1: field 'id': must be a string")

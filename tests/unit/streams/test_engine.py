@@ -16,7 +16,7 @@ from rules.detection import DeviceState
 from streams.clock import DueQueue, StreamClock
 from streams.detection import DeviceEngine
 from streams.outputs import Outbound, RecordingSender, Routes, Sender, StreamsMetrics
-from streams.tables import partition_for
+from streams.tables import Undecoded, device_state_codec, partition_for
 
 RULES = load_rules()
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -27,12 +27,16 @@ class FailingSender:
         raise ConnectionError("broker gone")
 
 
-def engine(sender: Sender, table: dict[str, DeviceState], clock: StreamClock | None = None) -> DeviceEngine:
+CODEC = device_state_codec(RULES)
+
+
+def engine(sender: Sender, table: dict[str, Any], clock: StreamClock | None = None) -> DeviceEngine:
     return DeviceEngine(
         RULES,
         store=table,
         changelog="device-states-changelog",
-        encode=lambda state: repr(state).encode(),
+        encode=CODEC.dumps,
+        decode=CODEC.decode_state,
         sender=sender,
         routes=Routes(incidents="incidents", facts="incident.facts"),
         clock=clock or StreamClock(grace_s=0, idle_after_s=0),
@@ -128,10 +132,25 @@ def test_the_changelog_topics_decode_with_the_state_codecs(tmp_path: Path) -> No
     )
     state = DeviceState("wl-9", device_type="water_level")
     topic: Any = context.app.tables["device-states"].changelog_topic
-    assert topic.value_serializer.loads(context.devices.encode(state)) == state
+    recovered = topic.value_serializer.loads(context.devices.encode(state))
+    assert recovered == Undecoded(context.devices.encode(state))  # decoded only if it stays the key's latest
+    assert context.devices.decode(recovered.data) == state
     assert topic.key_serializer.loads(b"wl-9") == "wl-9"
 
 
 class _NoProjector:
     def write(self, events: Sequence[object]) -> int:
         return 0
+
+
+async def test_recovered_states_are_decoded_once_and_only_the_latest_of_a_key() -> None:
+    # Recovery replays every changelog record of a key; the store keeps the bytes, the engine decodes what it uses.
+    first = engine(RecordingSender(), {})
+    await first.take([level(0, 3.0), level(1, 20.0)], full=False, ack=None)
+    saved = first.state("wl-1")
+    assert saved is not None
+    table: dict[str, Any] = {"wl-1": Undecoded(CODEC.dumps(saved)), "wl-2": Undecoded(b"not json, never used")}
+    second = engine(RecordingSender(), table)
+    assert second.state("wl-1") == saved
+    assert table["wl-1"] == saved  # decoded in place, once
+    assert type(table["wl-2"]) is Undecoded
