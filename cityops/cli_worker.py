@@ -1,5 +1,5 @@
-"""``cityops worker`` (the faust streams worker, in-process) and ``cityops rules backtest`` (stored history through
-the same rule code, with no side effects). Registered on the CLI by :func:`register`."""
+"""``cityops worker`` (the rule engines on Kafka, streams/worker.py) and ``cityops rules backtest`` (stored history
+through the same rule code, with no side effects). Registered on the CLI by :func:`register`."""
 
 from __future__ import annotations
 
@@ -49,9 +49,6 @@ def _load_rules(path: Path | None) -> RuleSet:
 
 def worker(
     rules: RulesFile = None,
-    web_port: Annotated[
-        int | None, typer.Option("--web-port", help="serve faust's web views on 127.0.0.1:PORT (default: off)")
-    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)")
     ] = None,
@@ -72,20 +69,20 @@ def worker(
     ] = 20.0,
 ) -> None:
     """The streams worker: detection, correlation, acknowledgements and the incident projection. SIGTERM stops it
-    after the batches in hand are delivered, written and committed."""
+    after the batch in hand is delivered, written and committed."""
     from cityops.cli import load_settings
     from cityops.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    run_worker(
+    code = run_worker(
         settings,
         _load_rules(rules),
         app_id=app_id,
-        web_port=web_port,
         metrics_port=metrics_port,
         session_timeout=session_timeout,
     )
+    raise typer.Exit(code)
 
 
 def run_worker(
@@ -93,44 +90,46 @@ def run_worker(
     rules: RuleSet,
     *,
     app_id: str,
-    web_port: int | None,
     metrics_port: int | None,
     session_timeout: float = 20.0,
-) -> None:
-    """Compose the worker from settings: the database pool and the projector are built here and passed in."""
+) -> int:
+    """Compose the worker from settings (the database pool and the projector are built here and passed in) and run
+    it until SIGTERM or SIGINT. Returns the exit code: 0 after a clean stop, 1 when the worker failed."""
     import asyncio
+    import logging
+    import signal
 
-    import faust
     from prometheus_client import start_http_server
 
     from cityops.services.kafka import ensure_topics
     from store.pool import open_pool
-    from streams.app import StreamsConfig, create_app
     from streams.projection import DatabaseProjector
+    from streams.worker import StreamsConfig, StreamsWorker
 
+    log = logging.getLogger("cityops.worker")
     pool = open_pool(settings.db.conninfo(), min_size=1, max_size=2, name="cityops-worker")
     try:
         config = StreamsConfig(
-            broker=settings.kafka.bootstrap_servers,
-            datadir=settings.state_dir / "faust" / app_id,
-            app_id=app_id,
-            web_port=web_port,
-            session_timeout_s=session_timeout,
+            broker=settings.kafka.bootstrap_servers, app_id=app_id, session_timeout_s=session_timeout
         )
-        config.datadir.mkdir(parents=True, exist_ok=True)
-        streams = create_app(config, rules, projector=DatabaseProjector(pool))
-        asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, streams.changelog_topics()))
+        streams = StreamsWorker(config, rules, projector=DatabaseProjector(pool))
         if metrics_port is not None:
             start_http_server(metrics_port, addr="127.0.0.1", registry=streams.metrics.registry)
-        # mode's Worker runs the loop, installs SIGTERM/SIGINT handlers for a graceful stop, and exits non-zero
-        # when the app crashed. Logging stays ours (cityops.logs).
-        faust.Worker(
-            streams.app,
-            loglevel=settings.log_level,
-            quiet=True,
-            redirect_stdouts=False,
-            override_logging=False,
-        ).execute_from_commandline()
+
+        async def main() -> None:
+            await ensure_topics(settings.kafka.bootstrap_servers, config.changelog_topics())
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            await streams.run(stop)
+
+        try:
+            asyncio.run(main())
+        except Exception:
+            log.exception("the worker failed; a restart recovers from what is durable")
+            return 1
+        return 0
     finally:
         pool.close()
 

@@ -41,7 +41,7 @@ from simulators.scenario_check import Observed
 
 Report = Callable[[str], None]
 
-STREAMS_APP_ID = "cityops-streams"  # cityops.cli_worker's default app id (not imported: that pulls in faust)
+STREAMS_APP_ID = "cityops-streams"  # cityops.cli_worker's default app id
 PERSIST_GROUP = "cityops-persist"  # streams.persist.PersistConfig.group_id
 PIPELINE_ORDER = ("ingest", "persist", "worker", "dispatch", "api")
 

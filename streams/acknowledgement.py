@@ -1,11 +1,11 @@
-"""Acknowledgement: the ``acknowledge_incidents`` agent over ``incident.acks``, which the API writes through the
-outbox when a person acknowledges an incident (store.incidents.acknowledge_incident).
+"""Acknowledgement: records of ``incident.acks``, which the API writes through the outbox when a person acknowledges
+an incident (store.incidents.acknowledge_incident).
 
 The record's key routes it: a device incident's ack is keyed by the device id, a composite or correlation
-incident's by its area key, and ``incident.acks`` has the partition count of the engines' input topics. So faust's
-co-partitioned assignment gives this worker the acks of exactly the devices and areas whose states it holds, and
-no regrouping is needed. The engine tells an ``acknowledged`` event (the projection already stored the person's
-acknowledgement; the event makes the engine's own snapshots carry it from then on).
+incident's by its area key, and ``incident.acks`` has the partition count of the engines' input topics. So the
+co-partitioned assignment (streams/worker.py) gives a worker the acks of exactly the devices and areas whose states
+it holds, and no regrouping is needed. The engine tells an ``acknowledged`` event (the projection already stored
+the person's acknowledgement; the event makes the engine's own snapshots carry it from then on).
 """
 
 from __future__ import annotations
@@ -13,16 +13,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from domain.incident_events import IncidentKind, area_key, parse_time
-
-if TYPE_CHECKING:
-    import faust
-
-    from streams.app import StreamsContext
 
 log = logging.getLogger(__name__)
 
@@ -63,35 +57,3 @@ def decode_acknowledgement(data: bytes) -> Acknowledgement:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise AcknowledgementDecodeError(f"not a valid acknowledgement: {error!r}") from error
-
-
-def install(app: faust.App, context: StreamsContext) -> None:
-    metrics = context.metrics
-
-    @app.agent(context.topics.incident_acks, name="acknowledge_incidents", supervisor_strategy=context.supervisor)
-    async def acknowledge_incidents(stream: Any) -> Any:
-        """A person's acknowledgement → the engine that holds the incident tells ``acknowledged``."""
-        async for event in stream.events():
-            try:
-                ack = decode_acknowledgement(event.message.value)
-            except AcknowledgementDecodeError as error:
-                metrics.undecodable.labels(event.message.topic).inc()
-                log.error("acknowledgement skipped", extra={"fields": {"error": str(error)[:300]}})
-                yield False
-                continue
-            key = ack.engine_key
-            held = False
-            if key is not None and ack.kind is IncidentKind.DEVICE:
-                held = await context.devices.acknowledge(key, ack.incident_id, by=ack.by, at=ack.at)
-            elif key is not None and ack.kind in (IncidentKind.COMPOSITE, IncidentKind.CORRELATION):
-                held = await context.areas.acknowledge(key, ack.incident_id, by=ack.by, at=ack.at)
-            if not held:
-                # Closed meanwhile, or a reported incident the engines never held: the projection has the ack.
-                metrics.unknown_acks.inc()
-                log.info(
-                    "acknowledged incident not held by an engine",
-                    extra={"fields": {"incident": ack.incident_id, "kind": ack.kind.value}},
-                )
-            yield held
-
-    context.agents["acknowledge_incidents"] = acknowledge_incidents

@@ -1,6 +1,6 @@
-"""Correlation, per area: the ``correlate_incidents`` agent over ``incident.facts`` (fact changes and device
-incident events, regrouped by area key), the ``AreaState`` table keyed by area key, and the timer that ticks areas
-whose deadline has passed (remembered facts ageing out, parents clearing and closing).
+"""Correlation, per area: the engine over ``incident.facts`` (fact changes and device incident events, regrouped by
+area key), with one ``AreaState`` per area key, ticked when a deadline has passed (remembered facts ageing out,
+parents clearing and closing).
 
 A thin loop around :mod:`rules.correlation`; :class:`AreaEngine` keeps the delivery order of streams/engine.py.
 Every composite and correlation event goes to ``incidents``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -28,14 +28,8 @@ from rules.catalogue import RuleSet
 from rules.clock import from_micros, micros_of
 from rules.correlation import AreaState, acknowledge_in_area, correlate, next_area_deadline, tick_area
 from rules.lifecycle import UnknownIncidentError
-from streams.batching import ack_batch, batches
 from streams.engine import Ack, KeyedEngine, deadline_us
 from streams.outputs import Outbound, route_area_events
-
-if TYPE_CHECKING:
-    import faust
-
-    from streams.app import StreamsContext
 
 log = logging.getLogger(__name__)
 
@@ -108,37 +102,3 @@ def decode_area_input(data: bytes) -> AreaInput:
             raise EventDecodeError(f"the facts topic carries device incident events, not {event.kind.value}")
         return event
     return fact_from_json(document)
-
-
-def install(app: faust.App, context: StreamsContext) -> None:
-    config = context.config
-    engine = context.areas
-    metrics = context.metrics
-
-    @app.agent(context.topics.incident_facts, name="correlate_incidents", supervisor_strategy=context.supervisor)
-    async def correlate_incidents(stream: Any) -> Any:
-        """Fact changes and device incident events → composite and correlation incidents, one AreaState per area."""
-        async for events in batches(stream, config.batch_size, config.batch_within_s):
-            items: list[AreaInput] = []
-            for event in events:
-                message = event.message
-                try:
-                    items.append(decode_area_input(message.value))
-                except EventDecodeError as error:
-                    metrics.undecodable.labels(message.topic).inc()
-                    log.error(
-                        "record breaks the topic contract; skipped",
-                        extra={"fields": {"topic": message.topic, "offset": message.offset, "error": str(error)[:300]}},
-                    )
-
-            async def ack(batch: list[Any] = events) -> None:
-                await ack_batch(stream, batch, context.progress)
-
-            await engine.take(items, full=len(events) >= config.batch_size, ack=ack)
-            yield len(items)
-
-    @app.timer(config.tick_interval_s, name="tick_areas")  # type: ignore[untyped-decorator]
-    async def tick_areas() -> None:
-        await context.guarded(engine.tick)
-
-    context.agents["correlate_incidents"] = correlate_incidents

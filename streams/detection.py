@@ -1,9 +1,9 @@
-"""Detection, per device: the ``detect_incidents`` agent over ``readings`` and ``device.status`` (co-partitioned,
-keyed by device id), the ``DeviceState`` table keyed by device id, and the timer that ticks devices whose
-deadline has passed (silence, an unanswered Last Will, a cleared incident to close).
+"""Detection, per device: the engine over ``readings`` and ``device.status`` (co-partitioned, keyed by device id),
+with one ``DeviceState`` per device id, ticked when a deadline has passed (silence, an unanswered Last Will, a
+cleared incident to close).
 
-The agent is a thin loop around :mod:`rules.detection`; :class:`DeviceEngine` keeps the order in which outputs,
-states and offsets become durable (streams/engine.py).
+A thin layer around :mod:`rules.detection`; :class:`~streams.engine.KeyedEngine` keeps the order in which outputs,
+states and offsets become durable, and streams/worker.py feeds it.
 """
 
 from __future__ import annotations
@@ -11,22 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from domain.readings import Reading, StatusChange
-from domain.wire import WireError, decode_reading, decode_status
 from rules.catalogue import RuleSet
 from rules.clock import from_micros, micros_of
 from rules.detection import DeviceState, acknowledge, evaluate, next_deadline, observe_status, tick
 from rules.lifecycle import UnknownIncidentError
-from streams.batching import ack_batch, batches
 from streams.engine import Ack, KeyedEngine, deadline_us
 from streams.outputs import Outbound, route_device_outputs
-
-if TYPE_CHECKING:
-    import faust
-
-    from streams.app import StreamsContext
 
 log = logging.getLogger(__name__)
 
@@ -94,49 +87,3 @@ class DeviceEngine(KeyedEngine[DeviceState]):
         state, outputs = tick(self.rules, state, from_micros(now_us))
         route_device_outputs(outputs, self.routes, into, self.metrics)
         return state
-
-
-def decode_device_record(topic: str, data: bytes, context: StreamsContext) -> DeviceRecord:
-    """A record of ``readings`` or ``device.status``. A test channel carries no topic name; its records are told
-    apart by shape (a status change has no metrics)."""
-    if topic == context.config.readings_topic:
-        return decode_reading(data)
-    if topic == context.config.status_topic:
-        return decode_status(data)
-    return decode_reading(data) if b'"metrics"' in data else decode_status(data)
-
-
-def install(app: faust.App, context: StreamsContext) -> None:
-    config = context.config
-    engine = context.devices
-    metrics = context.metrics
-
-    @app.agent(context.topics.device_inputs, name="detect_incidents", supervisor_strategy=context.supervisor)
-    async def detect_incidents(stream: Any) -> Any:
-        """Readings and status changes → incident events and fact changes, one DeviceState per device."""
-        async for events in batches(stream, config.batch_size, config.batch_within_s):
-            records: list[DeviceRecord] = []
-            for event in events:
-                message = event.message
-                try:
-                    records.append(decode_device_record(message.topic, message.value, context))
-                except WireError as error:
-                    # A producer bug, not device data (ingest validated it): skip it, loudly, and move on.
-                    metrics.undecodable.labels(message.topic).inc()
-                    log.error(
-                        "record breaks the topic contract; skipped",
-                        extra={"fields": {"topic": message.topic, "offset": message.offset, "error": str(error)[:300]}},
-                    )
-
-            async def ack(batch: list[Any] = events) -> None:
-                await ack_batch(stream, batch, context.progress)
-
-            await engine.take(records, full=len(events) >= config.batch_size, ack=ack)
-            yield len(records)
-
-    @app.timer(config.tick_interval_s, name="tick_devices")  # type: ignore[untyped-decorator]
-    async def tick_devices() -> None:
-        """Silence, unanswered Last Wills, incidents to close: only the devices whose deadline has passed."""
-        await context.guarded(engine.tick)
-
-    context.agents["detect_incidents"] = detect_incidents

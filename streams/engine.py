@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -149,6 +149,16 @@ class KeyedEngine(Generic[S]):
                 self.metrics.ticks.labels(self.name).inc(ticked)
                 await self.commit(records, None)
             return ticked
+
+    def load(self, recovered: Mapping[str, bytes | None]) -> None:
+        """After a (re)assignment: the states are exactly what the owned partitions' changelog holds (the last record
+        of each key; ``None`` is a deleted key). Decoded lazily; the due-queue is rebuilt."""
+        self.store.clear()
+        self._dirty.clear()
+        for key, data in recovered.items():
+            if data is not None:
+                self.store[key] = Undecoded(data)
+        self.recovered()
 
     def recovered(self, items: Iterable[tuple[str, S | Undecoded]] | None = None) -> None:
         """After recovery from the changelog (start, rebalance): rebuild the due-queue from the table, and forget

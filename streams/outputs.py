@@ -3,8 +3,8 @@ them and waits for the broker's acknowledgement.
 
 Delivery comes before the state. An agent sends a batch's outputs and waits until the broker has them *before*
 it writes the states that produced them to the table's changelog, so a state recovered after a crash never knows of
-an output that was lost (docs/STREAMS.md, "Delivery"). The sender is an adapter passed in: faust topics in the
-worker, a recorder in the seam tests.
+an output that was lost (docs/STREAMS.md, "Delivery"). The sender is an adapter passed in: the worker's Kafka
+producer, a recorder in the seam tests.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import faust
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from domain.incident_events import (
     DeviceOutput,
@@ -45,22 +45,20 @@ class Sender(Protocol):
 
 
 class ProducerSender:
-    """Delivers through the faust app's producer (aiokafka: batched, lz4, acks=all), straight to the client.
+    """Delivers through an aiokafka producer (idempotent, acks=all, batched, lz4): every record is sent, then all
+    acknowledgements are awaited together, so a batch of outputs costs one broker round trip, not one per record.
+    The producer is attached once the event loop runs (aiokafka objects belong to a loop)."""
 
-    Not through faust's ``Topic.send_soon`` buffer (which ``table[key] = value`` uses): that buffer is drained one
-    message per event-loop turn, and when it holds more than 100 messages faust pauses every stream until it
-    drains, which at thousands of state writes a second stalled the worker (measured: 0.1 core busy, lag growing).
-    """
-
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
+    def __init__(self, producer: AIOKafkaProducer | None = None) -> None:
+        self.producer = producer
 
     async def deliver(self, records: Sequence[Outbound]) -> None:
         if not records:
             return
-        producer = self._app.producer
+        assert self.producer is not None, "no producer attached"
+        send = self.producer.send
         pending = [
-            await producer.send(record.topic, record.key.encode(), record.value, record.partition, None, None)
+            await send(record.topic, value=record.value, key=record.key.encode(), partition=record.partition)
             for record in records
         ]
         await asyncio.gather(*pending)
@@ -141,10 +139,31 @@ class StreamsMetrics:
             "cityops_streams_state_writes", "states written to a changelog", ["engine"], registry=r
         )
         self.projected = Counter("cityops_streams_projected", "incident events projected into PostgreSQL", registry=r)
-        self.rewinds = Counter(
-            "cityops_streams_partition_rewinds",
-            "partitions sought back to their committed offset after a record never reached an agent",
-            ["topic"],
+        self.rebalances = Counter(
+            "cityops_streams_assignments", "partition assignments taken (each recovers the states)", registry=r
+        )
+        self.recovered_records = Counter(
+            "cityops_streams_changelog_records_recovered",
+            "changelog records read at assignments",
+            ["table"],
+            registry=r,
+        )
+        self.recovery_seconds = Histogram(
+            "cityops_streams_recovery_seconds",
+            "time to read the owned partitions' changelogs after an assignment",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.delivery_retries = Counter(
+            "cityops_streams_delivery_retries",
+            "batches judged again because Kafka did not acknowledge their outputs or states",
+            registry=r,
+        )
+        self.assigned = Gauge("cityops_streams_assigned_partitions", "input partitions this worker owns", registry=r)
+        self.lag = Gauge(
+            "cityops_streams_consumer_lag",
+            "records behind the end of an input partition",
+            ["topic", "partition"],
             registry=r,
         )
         self.batch_seconds = Histogram(

@@ -1,14 +1,11 @@
-"""Projection: the ``project_incidents`` agent, ``incidents`` → PostgreSQL through
-:func:`store.incidents.apply_incident_event`, a batch per transaction.
+"""Projection: ``incidents`` → PostgreSQL through :func:`store.incidents.apply_incident_event`, a batch per
+transaction, in a consumer group of its own (``<app-id>.projection``).
 
-Why a faust agent and not a plain aiokafka consumer (as streams/persist.py is): incident events are rare next to
-readings, so faust's per-event cost does not matter here, and faust can give the guarantee the projection needs.
-faust commits only offsets of *acknowledged* events, contiguously (``Consumer._new_offset``, provided no event is
-left unacknowledged: streams/batching.py), after flushing its producer. The agent takes batches with
-:func:`streams.batching.batches` -- which, unlike faust's ``take``, does not acknowledge a batch when the loop body
-leaves it, and unlike ``noack_take`` loses no event -- and acknowledges the events only after the transaction that
-holds them committed. A crash before that replays the batch, which the projection ignores (``seq``). A database that
-is down stops the agent where it is: the write is retried with backoff, nothing is acknowledged meanwhile.
+Offsets are committed only after the transaction that holds a batch committed; a crash before that replays the
+batch, which the projection ignores (same incident and ``seq``). A database that is away stops the projection where
+it is -- the write is retried with backoff, nothing is committed meanwhile -- and only the projection: detection
+goes on, and `cityops dispatch` reads the same events from Kafka. A record that breaks the topic's contract is
+counted, logged and skipped.
 """
 
 from __future__ import annotations
@@ -16,19 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import psycopg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, KafkaError
 from psycopg_pool import ConnectionPool
 
 from domain.incident_events import EventDecodeError, IncidentEvent, decode_event
 from store.incidents import apply_incident_event
-from streams.batching import ack_batch, batches
-
-if TYPE_CHECKING:
-    import faust
-
-    from streams.app import StreamsContext
+from streams.outputs import StreamsMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +43,17 @@ class DatabaseProjector:
             return sum(1 for event in events if apply_incident_event(conn, event))
 
 
-async def write_with_retry(projector: IncidentProjector, events: Sequence[IncidentEvent]) -> int:
+async def write_with_retry(
+    projector: IncidentProjector, events: Sequence[IncidentEvent], stop: asyncio.Event | None = None
+) -> int:
+    """Until the database takes them; a stop meanwhile gives up (nothing is committed, the batch is read again)."""
     attempt = 0
     while True:
         try:
             return await asyncio.to_thread(projector.write, events)
         except psycopg.OperationalError as error:
+            if stop is not None and stop.is_set():
+                raise
             delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
             attempt += 1
             log.warning(
@@ -64,27 +63,60 @@ async def write_with_retry(projector: IncidentProjector, events: Sequence[Incide
             await asyncio.sleep(delay)
 
 
-def install(app: faust.App, context: StreamsContext) -> None:
-    config = context.config
-    metrics = context.metrics
+class ProjectionConsumer:
+    def __init__(
+        self,
+        *,
+        broker: str,
+        group_id: str,
+        topic: str,
+        projector: IncidentProjector,
+        metrics: StreamsMetrics,
+        batch_size: int,
+    ) -> None:
+        self.broker = broker
+        self.group_id = group_id
+        self.topic = topic
+        self.projector = projector
+        self.metrics = metrics
+        self.batch_size = batch_size
 
-    @app.agent(context.topics.incidents, name="project_incidents", supervisor_strategy=context.supervisor)
-    async def project_incidents(stream: Any) -> Any:
-        """Incident events → the incidents tables, acknowledged only once committed."""
-        async for events in batches(stream, config.projection_batch_size, config.projection_within_s):
-            decoded: list[IncidentEvent] = []
-            for event in events:
+    def decode(self, records: Sequence[Any]) -> list[IncidentEvent]:
+        decoded: list[IncidentEvent] = []
+        for record in records:
+            try:
+                decoded.append(decode_event(record.value))
+            except EventDecodeError as error:
+                self.metrics.undecodable.labels(record.topic).inc()
+                log.error(
+                    "incident event breaks the topic contract; skipped",
+                    extra={"fields": {"offset": record.offset, "error": str(error)[:300]}},
+                )
+        return decoded
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.broker,
+            group_id=self.group_id,
+            client_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            fetch_max_wait_ms=50,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                polled = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                if not polled:
+                    continue
+                events = self.decode([record for batch in polled.values() for record in batch])
+                new = await write_with_retry(self.projector, events, stop) if events else 0
+                self.metrics.projected.inc(new)
                 try:
-                    decoded.append(decode_event(event.message.value))
-                except EventDecodeError as error:
-                    metrics.undecodable.labels(event.message.topic).inc()
-                    log.error(
-                        "incident event breaks the topic contract; skipped",
-                        extra={"fields": {"offset": event.message.offset, "error": str(error)[:300]}},
-                    )
-            new = await write_with_retry(context.projector, decoded) if decoded else 0
-            metrics.projected.inc(new)
-            await ack_batch(stream, events, context.progress)
-            yield new
-
-    context.agents["project_incidents"] = project_incidents
+                    await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in polled.items()})
+                except (CommitFailedError, KafkaError) as error:  # rebalanced: the new owner replays, harmlessly
+                    log.warning("projection offset commit refused", extra={"fields": {"error": repr(error)[:300]}})
+        finally:
+            await consumer.stop()

@@ -1,5 +1,5 @@
 """The baseline of `cityops bench rules`: a bare aiokafka consumer of the readings topic that counts and does
-nothing else (no decoding, no state). The worker's throughput divided by this one says what faust, the rules and
+nothing else (no decoding, no state). The worker's throughput divided by this one says what decoding, the rules and
 the changelog cost on top of consuming. Prints ``{"t_ms": ..., "received": ...}`` every half second.
 
     python -m cityops.bench.kafka_sink --broker H:P --topic bench.readings

@@ -1,4 +1,4 @@
-"""`cityops bench rules`: detection speed, from the pure engine to the faust worker, against a bare consumer.
+"""`cityops bench rules`: detection speed, from the pure engine to the worker, against a bare consumer.
 
 Method.
 
@@ -303,7 +303,7 @@ def render(result: RulesBenchResult, command: str) -> str:
                 [s.rate for s in result.baseline],
                 [s.sent / result.step_s if s.sustained(result.max_drain_s) else 0 for s in result.baseline],
             ),
-            "cityops worker (faust: detect, correlate, project)": (
+            "cityops worker (detect, correlate, project)": (
                 [s.rate for s in result.worker],
                 [s.sent / result.step_s if s.sustained(result.max_drain_s) else 0 for s in result.worker],
             ),

@@ -77,22 +77,27 @@ class Worker:
     async def _begin_at_the_end(self) -> None:
         """The shared topics keep what earlier tests and sessions produced; this worker's group starts after it,
         so it judges only this test's records (a new deployment would start at the beginning)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=self.app_id, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(spec.name, p)
-                for spec in TOPICS
-                if spec.name in ("readings", "device.status", "incident.facts", "incident.acks", "incidents")
-                for p in range(spec.partitions)
-            ]
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            await consumer.commit(dict(ends))
-        finally:
-            await consumer.stop()
+        groups = {
+            self.app_id: ("readings", "device.status", "incident.facts", "incident.acks"),
+            f"{self.app_id}.projection": ("incidents",),
+        }
+        for group, topics in groups.items():
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                partitions = [
+                    TopicPartition(spec.name, p)
+                    for spec in TOPICS
+                    if spec.name in topics
+                    for p in range(spec.partitions)
+                ]
+                consumer.assign(partitions)
+                ends = await consumer.end_offsets(partitions)
+                await consumer.commit(dict(ends))
+            finally:
+                await consumer.stop()
 
     def running(self) -> bool:
         return self.process is not None and self.process.running

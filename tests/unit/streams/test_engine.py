@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,19 +122,22 @@ def test_a_key_partition_is_kafkas_default_partition() -> None:
         assert partition_for(key, 8) == partitioner(key.encode(), list(range(8)), list(range(8)))
 
 
-def test_the_changelog_topics_decode_with_the_state_codecs(tmp_path: Path) -> None:
-    """Recovery decodes changelog records with the changelog topic's serializers: they must be the state codecs."""
-    from streams.app import StreamsConfig, create_app
+def test_the_worker_reads_its_changelogs_back_with_the_codecs_it_writes_them_with() -> None:
+    from streams.worker import StreamsConfig, StreamsWorker
 
-    context = create_app(
-        StreamsConfig(broker="127.0.0.1:9", datadir=tmp_path), RULES, projector=_NoProjector(), sender=RecordingSender()
+    worker = StreamsWorker(
+        StreamsConfig(broker="127.0.0.1:9"), RULES, projector=_NoProjector(), sender=RecordingSender()
     )
     state = DeviceState("wl-9", device_type="water_level")
-    topic: Any = context.app.tables["device-states"].changelog_topic
-    recovered = topic.value_serializer.loads(context.devices.encode(state))
-    assert recovered == Undecoded(context.devices.encode(state))  # decoded only if it stays the key's latest
-    assert context.devices.decode(recovered.data) == state
-    assert topic.key_serializer.loads(b"wl-9") == "wl-9"
+    worker.devices.load({"wl-9": worker.devices.encode(state), "gone": None})
+    assert worker.devices.state("wl-9") == state
+    assert worker.devices.state("gone") is None
+    assert worker.devices.changelog == "cityops-streams-device-states-changelog"
+    assert [spec.name for spec in worker.config.changelog_topics()] == [
+        "cityops-streams-device-states-changelog",
+        "cityops-streams-area-states-changelog",
+    ]
+    assert all(spec.compacted and spec.partitions == 8 for spec in worker.config.changelog_topics())
 
 
 class _NoProjector:

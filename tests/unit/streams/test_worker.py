@@ -1,20 +1,19 @@
-"""Seam tests of the streams agents with faust's ``agent.test_context()``: records in, the engine's outputs out.
+"""Seam tests of the streams worker (streams/worker.py): records in, the engines' outputs out.
 
-The app is the real one (streams.app.create_app, real faust tables in memory); only what leaves the process is
+The worker is the real one (its engines, tables in memory, decoding and routing); only what leaves the process is
 swapped: the sender (a recorder instead of the Kafka producer) and the projector (a list instead of PostgreSQL).
+Records are handed to ``StreamsWorker.take`` as the Kafka consumer would hand them over.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from domain.incident_events import (
     FactChange,
@@ -32,8 +31,9 @@ from domain.readings import ConnectionState, Reading, StatusChange
 from domain.wire import encode_reading, encode_status
 from rules.catalogue import load_rules
 from rules.detection import DeviceState, evaluate
-from streams.app import StreamsConfig, StreamsContext, create_app
-from streams.outputs import RecordingSender
+from streams.outputs import Outbound, RecordingSender, StreamsMetrics
+from streams.projection import ProjectionConsumer
+from streams.worker import StreamsConfig, StreamsWorker
 
 RULES = load_rules()
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -49,37 +49,39 @@ class ListProjector:
         return len(fresh)
 
 
+@dataclass(frozen=True)
+class Record:
+    """What aiokafka's ConsumerRecord gives the worker."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    partition: int = 0
+    offset: int = 0
+
+
 @dataclass
 class Harness:
-    context: StreamsContext
+    worker: StreamsWorker
     sender: RecordingSender
     projector: ListProjector
 
     def incident_events(self) -> list[IncidentEvent]:
         return [decode_event(record.value) for record in self.sender.on("incidents")]
 
+    async def put(self, topic: str, *values: bytes) -> None:
+        """Each value as a batch of its own, in order (as the consumer hands over a stream of single records)."""
+        for value in values:
+            await self.worker.take([Record(topic, value)])
+
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+def harness() -> Harness:
     sender = RecordingSender()
     projector = ListProjector()
-    config = StreamsConfig(
-        broker="127.0.0.1:9",  # never reached: nothing here talks to Kafka
-        datadir=tmp_path / "faust",
-        app_id=f"seam-{uuid.uuid4().hex[:8]}",
-        batch_within_s=0.01,
-        projection_within_s=0.01,
-        tick_grace_s=0.0,
-        idle_after_s=0.0,
-    )
-    context = create_app(config, RULES, projector=projector, sender=sender)
-    context.app.finalize()
-    yield Harness(context, sender, projector)
-    # Acknowledging an event makes faust build its Kafka consumer, whose thread owns an event loop of its own
-    # that nothing here starts or closes (no worker runs); close it, so that it is not left to the GC.
-    consumer: Any = context.app._consumer
-    if consumer is not None:
-        consumer._thread.thread_loop.close()
+    config = StreamsConfig(broker="127.0.0.1:9", tick_grace_s=0.0, idle_after_s=0.0)  # never reached
+    worker = StreamsWorker(config, RULES, projector=projector, sender=sender)
+    return Harness(worker, sender, projector)
 
 
 def gauge(device: str, minutes: float, level: float, *, cell: str = "cell-a1", district: str = "kallio") -> Reading:
@@ -96,11 +98,10 @@ def gauge(device: str, minutes: float, level: float, *, cell: str = "cell-a1", d
 
 
 async def test_a_gauge_crossing_the_threshold_opens_updates_and_clears_one_incident(harness: Harness) -> None:
-    agent = harness.context.agents["detect_incidents"]
     levels = [0, 20, 22, 35, 2]
-    async with agent.test_context() as detect:
-        for minute, level in enumerate(levels):
-            await detect.put(encode_reading(gauge("wl-1", minute, level)), key=b"wl-1")
+    await harness.put(
+        "readings", *(encode_reading(gauge("wl-1", minute, level)) for minute, level in enumerate(levels))
+    )
     events = harness.incident_events()
     assert [(e.type, e.seq) for e in events] == [
         (IncidentEventType.OPENED, 1),
@@ -119,38 +120,32 @@ async def test_a_gauge_crossing_the_threshold_opens_updates_and_clears_one_incid
         if b'"incident"' not in r.value
     )
     # The state is in the table (written once per batch), decoded.
-    state = harness.context.devices.store.get("wl-1")
+    state = harness.worker.devices.store.get("wl-1")
     assert isinstance(state, DeviceState)
     assert state.latest >= 0
 
 
 async def test_a_redelivered_reading_tells_nothing(harness: Harness) -> None:
-    agent = harness.context.agents["detect_incidents"]
-    readings = [gauge("wl-2", minute, level) for minute, level in enumerate([0, 20, 22])]
-    async with agent.test_context() as detect:
-        for reading in readings:
-            await detect.put(encode_reading(reading), key=b"wl-2")
-        told = len(harness.sender.records)
-        for reading in readings:  # at-least-once: the same records again after a restart
-            await detect.put(encode_reading(reading), key=b"wl-2")
+    readings = [encode_reading(gauge("wl-2", minute, level)) for minute, level in enumerate([0, 20, 22])]
+    await harness.put("readings", *readings)
+    told = len(harness.sender.records)
+    await harness.put("readings", *readings)  # at-least-once: the same records again after a restart
     assert len(harness.sender.records) == told
-    assert harness.context.metrics.rejected.labels("duplicate")._value.get() == 3
+    assert harness.worker.metrics.rejected.labels("duplicate")._value.get() == 3
 
 
 async def test_a_last_will_opens_an_offline_incident_at_its_grace_deadline(harness: Harness) -> None:
-    agent = harness.context.agents["detect_incidents"]
     reading = gauge("wl-3", 25, 1.0)  # heard five minutes ago: silence alone would wait 15 minutes
     will = StatusChange(device_id="wl-3", state=ConnectionState.OFFLINE, ts=NOW - timedelta(minutes=2))
-    async with agent.test_context() as detect:
-        await detect.put(encode_reading(reading), key=b"wl-3")
-        await detect.put(encode_status(will), key=b"wl-3")
+    await harness.put("readings", encode_reading(reading))
+    await harness.put("device.status", encode_status(will))
     assert harness.incident_events() == []
-    assert await harness.context.devices.tick() == 1  # the timer: only the device that is due
+    assert await harness.worker.tick() == 1  # the timer: only the device that is due
     [opened] = harness.incident_events()
     assert opened.type is IncidentEventType.OPENED
     assert opened.incident.rule_id == "device.offline.silence"
     assert opened.at == will.ts + timedelta(seconds=60)  # the deadline, not the moment the timer ran
-    assert await harness.context.devices.tick() == 0  # nothing else is due
+    assert await harness.worker.tick() == 0  # nothing else is due
 
 
 async def test_facts_of_one_cell_make_a_composite_that_adopts_its_device_incidents(harness: Harness) -> None:
@@ -180,13 +175,9 @@ async def test_facts_of_one_cell_make_a_composite_that_adopts_its_device_inciden
             state[reading.device_id] = new_state
             items += [o for o in outputs if isinstance(o, FactChange | IncidentEvent)]
     assert items
-    agent = harness.context.agents["correlate_incidents"]
-    async with agent.test_context() as correlate:
-        for item in items:
-            value = encode_fact(item) if isinstance(item, FactChange) else encode_event(item)
-            key = area_key_of(item)
-            assert key == "district:kallio"
-            await correlate.put(value, key=key.encode())
+    for item in items:
+        assert area_key_of(item) == "district:kallio"
+        await harness.put("incident.facts", encode_fact(item) if isinstance(item, FactChange) else encode_event(item))
     events = harness.incident_events()
     composites = [e for e in events if e.kind is IncidentKind.COMPOSITE]
     assert composites[0].type is IncidentEventType.OPENED
@@ -195,14 +186,13 @@ async def test_facts_of_one_cell_make_a_composite_that_adopts_its_device_inciden
     device_incidents = {i.incident.id for i in items if isinstance(i, IncidentEvent)}
     assert device_incidents
     assert device_incidents <= adopted
-    assert harness.context.areas.store.get("district:kallio") is not None
+    assert harness.worker.areas.store.get("district:kallio") is not None
 
 
 async def test_an_acknowledgement_reaches_the_device_engine_that_holds_the_incident(harness: Harness) -> None:
-    detect = harness.context.agents["detect_incidents"]
-    async with detect.test_context() as agent:
-        for minute, level in enumerate([0, 20, 22]):
-            await agent.put(encode_reading(gauge("wl-5", minute, level)), key=b"wl-5")
+    await harness.put(
+        "readings", *(encode_reading(gauge("wl-5", minute, level)) for minute, level in enumerate([0, 20, 22]))
+    )
     [opened] = harness.incident_events()
     payload = {
         "incident_id": opened.incident.id,
@@ -213,33 +203,61 @@ async def test_an_acknowledgement_reaches_the_device_engine_that_holds_the_incid
         "by": "dispatcher:li",
         "at": format_time(NOW),
     }
-    acknowledge = harness.context.agents["acknowledge_incidents"]
-    async with acknowledge.test_context() as agent:
-        await agent.put(json.dumps(payload).encode(), key=b"wl-5")
-        unknown = {**payload, "incident_id": "no-such-incident"}
-        await agent.put(json.dumps(unknown).encode(), key=b"wl-5")
-        await agent.put(b"not json", key=b"wl-5")
+    unknown = {**payload, "incident_id": "no-such-incident"}
+    await harness.put("incident.acks", json.dumps(payload).encode(), json.dumps(unknown).encode(), b"not json")
     acknowledged = [e for e in harness.incident_events() if e.type is IncidentEventType.ACKNOWLEDGED]
     assert [(e.incident.id, e.incident.acknowledged_by) for e in acknowledged] == [
         (opened.incident.id, "dispatcher:li")
     ]
-    assert harness.context.metrics.unknown_acks._value.get() == 1
-    assert harness.context.metrics.undecodable.labels("incident.acks")._value.get() == 1
+    assert harness.worker.metrics.unknown_acks._value.get() == 1
+    assert harness.worker.metrics.undecodable.labels("incident.acks")._value.get() == 1
 
 
 async def test_incident_events_are_projected_and_a_broken_record_is_skipped(harness: Harness) -> None:
-    detect = harness.context.agents["detect_incidents"]
-    async with detect.test_context() as agent:
-        for minute, level in enumerate([0, 20, 22, 35, 2]):
-            await agent.put(encode_reading(gauge("wl-6", minute, level)), key=b"wl-6")
+    levels = [0, 20, 22, 35, 2]
+    await harness.put(
+        "readings", *(encode_reading(gauge("wl-6", minute, level)) for minute, level in enumerate(levels))
+    )
     told = harness.sender.on("incidents")
-    project = harness.context.agents["project_incidents"]
-    async with project.test_context() as agent:
-        for record in told:
-            await agent.put(record.value, key=record.key.encode())
-        await agent.put(b'{"type": "opened"}', key=b"broken")
-        for record in told:  # a redelivery
-            await agent.put(record.value, key=record.key.encode())
+    metrics = StreamsMetrics()
+    projection = ProjectionConsumer(
+        broker="127.0.0.1:9", group_id="seam", topic="incidents", projector=harness.projector, metrics=metrics,
+        batch_size=100,
+    )  # fmt: skip
+    records = [Record("incidents", r.value) for r in told] + [Record("incidents", b'{"type": "opened"}')]
+    harness.projector.write(projection.decode(records))
+    harness.projector.write(projection.decode([Record("incidents", r.value) for r in told]))  # a redelivery
     assert [(e.type, e.seq) for e in harness.projector.events] == [
         (decode_event(r.value).type, decode_event(r.value).seq) for r in told
     ]
+    assert metrics.undecodable.labels("incidents")._value.get() == 1
+
+
+async def test_a_record_that_breaks_its_topic_contract_is_skipped_and_the_rest_is_judged(harness: Harness) -> None:
+    good = [encode_reading(gauge("wl-7", minute, level)) for minute, level in enumerate([0, 20, 22])]
+    await harness.worker.take([Record("readings", b"{not json"), *(Record("readings", value) for value in good)])
+    assert [e.type for e in harness.incident_events()] == [IncidentEventType.OPENED]
+    assert harness.worker.metrics.undecodable.labels("readings")._value.get() == 1
+
+
+async def test_a_batch_whose_outputs_kafka_refused_is_judged_again_with_the_same_result() -> None:
+    # Delivery fails: the engines keep only what is durable, so the same batch taken again tells the same events.
+    class FailingOnce(RecordingSender):
+        failed = False
+
+        async def deliver(self, records: Sequence[Outbound]) -> None:
+            if not self.failed:
+                self.failed = True
+                raise KafkaConnectionError("broker restarting")
+            await super().deliver(records)
+
+    sender = FailingOnce()
+    worker = StreamsWorker(StreamsConfig(broker="127.0.0.1:9"), RULES, projector=ListProjector(), sender=sender)
+    batch = [
+        Record("readings", encode_reading(gauge("wl-8", minute, level))) for minute, level in enumerate([0, 20, 22])
+    ]
+    with pytest.raises(KafkaConnectionError):
+        await worker.take(batch)
+    assert worker.devices.store.get("wl-8") is None  # nothing of the failed batch was kept
+    await worker.take(batch)
+    assert [decode_event(r.value).type for r in sender.on("incidents")] == [IncidentEventType.OPENED]
