@@ -1,4 +1,4 @@
-"""Composites and correlation, per area: the state a faust Table keeps per area key, and the pure functions that
+"""Composites and correlation, per area: the state the worker keeps per area key, and the pure functions that
 advance it.
 
     key = area_key(grid_cell, district)           # where a fact or a device incident event must be routed

@@ -1,4 +1,4 @@
-"""One device's rules, judged reading by reading: the state a faust Table keeps per device id, and the pure
+"""One device's rules, judged reading by reading: the state the worker keeps per device id, and the pure
 functions that advance it.
 
     state, outputs = evaluate(rules, state, reading)       # a reading from the `readings` topic (state None at first)
@@ -656,7 +656,7 @@ def _replace_alarms(state: DeviceState, slots: tuple[RuleSlot, ...], offline: Al
 
 
 def state_to_json(state: DeviceState) -> dict[str, Any]:
-    """The state as JSON-serialisable data for a faust Table: dicts, tuples (the detector states, which any JSON
+    """The state as JSON-serialisable data for the changelog: dicts, tuples (the detector states, which any JSON
     encoder writes as arrays, without a slow conversion to lists here), strings, numbers, booleans and None.
     :func:`state_from_json` reads it back from its decoded JSON (arrays as lists).
 

@@ -1,5 +1,5 @@
-"""What the device engine and the area engine share: keyed states in a faust Table, the order in which outputs,
-states and offsets become durable, and a due-queue for the timers.
+"""What the device engine and the area engine share: keyed states in memory (and a changelog), the order in which
+outputs, states and offsets become durable, and a due-queue for the timers.
 
 The order, per batch (docs/STREAMS.md, "Delivery"):
 
@@ -7,7 +7,7 @@ The order, per batch (docs/STREAMS.md, "Delivery"):
 2. deliver the outputs and wait until the broker acknowledged them;
 3. write each state the batch changed once to the table's changelog (with the partition of its key) and wait
    for the broker again; then put the states in the table's memory store and acknowledge the batch's events;
-4. faust commits acknowledged offsets on its own schedule.
+4. the worker commits the batch's offsets (streams/worker.py).
 
 So a committed offset never runs ahead of a durable state, and a durable state never runs ahead of a durable
 output. A crash between 2 and 4 replays input the recovered state has not seen, which tells the same outputs again
@@ -105,7 +105,7 @@ class KeyedEngine(Generic[S]):
         """Steps 2 and 3, with the lock held, after :meth:`put` of every state the batch changed."""
         dirty, self._dirty = self._dirty, {}
         # Outputs first (the states must never know of an output that could be lost), then the states, each
-        # acknowledged by the broker before the batch is: faust's commit then has nothing left to flush for it.
+        # acknowledged by the broker before the batch is: the offset commit then has nothing left to wait for.
         # On an error nothing is written or acknowledged; the worker stops and recovers from what is durable.
         await self.sender.deliver(records)
         if dirty:

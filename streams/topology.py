@@ -1,8 +1,8 @@
 """The Kafka topics of cityops, as data: names, partition counts and retention.
 
-Kept free of faust so the service supervisor and tests can create and check topics without starting an app.
+Plain data, so the service supervisor and tests can create and check topics without starting a process.
 Readings are keyed by device id, so one partition owns a device's rule state; every topic whose records are
-keyed by device shares the readings partition count so faust can co-partition their tables.
+keyed by device shares the readings partition count so one worker gets a key's every input (streams/worker.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ INCIDENT_ACKS = TopicSpec("incident.acks", 8, "device_id or area key", "a person
 # What the per-device engine tells the per-area engine (rules/correlation.py): fact changes and device incident
 # events, regrouped by area key (domain.incident_events.area_key) so one partition owns an area's state. A record
 # with an "incident" member is an incident event (domain.incident_events.encode_event), any other a fact change
-# (encode_fact). Same partition count as readings: faust co-partitions it with the device topics.
+# (encode_fact). Same partition count as readings: co-partitioned with the device topics.
 INCIDENT_FACTS = TopicSpec(
     "incident.facts", 8, "area key", "fact changes and device incident events for the area engine"
 )

@@ -15,7 +15,7 @@ committed. aiokafka gives exactly that control (commit per partition after the h
 committed on a failure, seek back to retry); faust commits acknowledged offsets on its own interval and would add
 its changelog and leader topics for state we do not keep in it. The timers are database scans shared by every
 dispatcher through row locks (``FOR UPDATE SKIP LOCKED``), which faust's per-worker ``@app.timer`` would not make
-safe by itself. The detection worker, whose state *is* per-device and in memory, is the faust app.
+safe by itself. (The detection worker left faust too: docs/STREAMS.md, "Why a plain consumer".)
 """
 
 from __future__ import annotations
