@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.readings import Reading, StatusChange
 from domain.wire import WireError, decode_reading, decode_status
+from store.pool import until_written
 from store.readings import ReadingSink, write_status_changes
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ class Persister:
                 return
             started = time.monotonic()
             if batch.readings or batch.statuses:
-                inserted, statuses = await asyncio.to_thread(self._write, batch)
+                # Idempotent, so a database that went away mid-write is simply waited for and written again.
+                inserted, statuses = await until_written(self._write, batch, what="persisting readings")
                 self.metrics.rows_written.inc(inserted)
                 self.metrics.rows_duplicate.inc(batch.rows - inserted)
                 self.metrics.status_events.inc(statuses)

@@ -15,18 +15,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, KafkaError
 from psycopg_pool import ConnectionPool
 
 from domain.incident_events import EventDecodeError, IncidentEvent, decode_event
 from store.incidents import apply_incident_event
+from store.pool import until_written
 from streams.outputs import StreamsMetrics
 
 log = logging.getLogger(__name__)
-
-RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class IncidentProjector(Protocol):
@@ -41,26 +39,6 @@ class DatabaseProjector:
     def write(self, events: Sequence[IncidentEvent]) -> int:
         with self.pool.connection() as conn, conn.transaction():
             return sum(1 for event in events if apply_incident_event(conn, event))
-
-
-async def write_with_retry(
-    projector: IncidentProjector, events: Sequence[IncidentEvent], stop: asyncio.Event | None = None
-) -> int:
-    """Until the database takes them; a stop meanwhile gives up (nothing is committed, the batch is read again)."""
-    attempt = 0
-    while True:
-        try:
-            return await asyncio.to_thread(projector.write, events)
-        except psycopg.OperationalError as error:
-            if stop is not None and stop.is_set():
-                raise
-            delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
-            attempt += 1
-            log.warning(
-                "incident projection failed; retrying",
-                extra={"fields": {"attempt": attempt, "retry_in_s": delay, "error": str(error).strip()[:300]}},
-            )
-            await asyncio.sleep(delay)
 
 
 class ProjectionConsumer:
@@ -112,7 +90,9 @@ class ProjectionConsumer:
                 if not polled:
                     continue
                 events = self.decode([record for batch in polled.values() for record in batch])
-                new = await write_with_retry(self.projector, events, stop) if events else 0
+                new = 0
+                if events:
+                    new = await until_written(self.projector.write, events, what="incident projection", stop=stop)
                 self.metrics.projected.inc(new)
                 try:
                     await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in polled.items()})

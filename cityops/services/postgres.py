@@ -177,6 +177,7 @@ class Postgres(ManagedService):
         return pid
 
     def spawn(self) -> None:
+        self._remove_stale_lock()
         result = subprocess.run(
             self._as_owner(
                 [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path), "-W", "start"]
@@ -187,6 +188,20 @@ class Postgres(ManagedService):
         )
         if result.returncode != 0:
             raise ServiceError(f"postgres: pg_ctl start failed:\n{result.stdout}\n{result.stderr}")
+
+    def _remove_stale_lock(self) -> None:
+        """A postmaster killed with SIGKILL leaves its lock files (``postmaster.pid`` in the data folder, and
+        ``.s.PGSQL.<port>.lock`` beside its socket). PostgreSQL ignores a stale one, except when the pid in it still
+        answers ``kill(pid, 0)``: a killed postmaster that nobody has reaped yet (its parent, pg_ctl, exited long
+        ago; an init that reaps orphans late, as in some containers) is such a zombie, and a new postmaster then
+        refuses to start ("lock file ... already exists"). Remove the files whose pid is not a running process."""
+        for lock in (self.data_dir / "postmaster.pid", self.socket_dir / f".s.PGSQL.{self.settings.db.port}.lock"):
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if not pid_alive(pid):
+                lock.unlink(missing_ok=True)
 
     def wait_healthy(self, deadline: float) -> Health:
         # pg_ctl -W returns before the postmaster writes its pid file; give it that moment before judging.
