@@ -33,8 +33,9 @@ A rebalance waits for the batch in hand (the processing lock), then every assign
 from the changelogs (streams/recovery.py) before any of its records is judged. The timers (silence, Last Wills,
 incidents to close) tick only keys of owned partitions, on :class:`~streams.clock.StreamClock`'s time.
 
-The incident projection (``incidents`` → PostgreSQL) runs beside it in a consumer group of its own
-(streams/projection.py), so a database that is away holds up the projection, not detection.
+The incident projection (``incidents`` → PostgreSQL) runs beside it in a consumer group of its own, on a thread of
+its own (streams/projection.py), so a database that is away holds up the projection, not detection, and busy
+detection batches do not delay the projection.
 
 Why not faust: docs/STREAMS.md, "Why a plain consumer" (measured: records lost at a partition's head after a
 restart, partitions whose committed offsets stopped, and faust's per-event cost).
@@ -61,7 +62,7 @@ from streams.clock import StreamClock
 from streams.correlation import AreaEngine, AreaInput, decode_area_input
 from streams.detection import DeviceEngine, DeviceRecord
 from streams.outputs import ProducerSender, Routes, Sender, StreamsMetrics
-from streams.projection import IncidentProjector, ProjectionConsumer
+from streams.projection import IncidentProjector, ProjectionConsumer, ProjectionThread
 from streams.recovery import read_changelog
 from streams.tables import (
     AREA_TABLE,
@@ -311,23 +312,26 @@ class StreamsWorker:
         )
         consumer.subscribe(list(self.input_topics), listener=_Listener(self))
         await consumer.start()
-        projection = ProjectionConsumer(
-            broker=config.broker,
-            group_id=f"{config.app_id}.projection",
-            topic=config.incidents_topic,
-            projector=self.projector,
-            metrics=self.metrics,
-            batch_size=config.projection_batch_size,
+        projection = ProjectionThread(
+            ProjectionConsumer(
+                broker=config.broker,
+                group_id=f"{config.app_id}.projection",
+                topic=config.incidents_topic,
+                projector=self.projector,
+                metrics=self.metrics,
+                batch_size=config.projection_batch_size,
+            )
         )
+        projection.start()
         tasks = [
             asyncio.create_task(self._timers(stop), name="timers"),
-            asyncio.create_task(projection.run(stop), name="projection"),
             asyncio.create_task(self._lag(consumer, stop), name="lag"),
         ]
         try:
-            await self._consume(consumer, stop, tasks)
+            await self._consume(consumer, stop, tasks, projection)
         finally:
             stop.set()
+            await projection.stop()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             await consumer.stop()  # leaves the group: the partitions go to another worker at once
             if producer is not None:
@@ -336,10 +340,18 @@ class StreamsWorker:
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.error("worker part %s failed: %r", task.get_name(), result)
 
-    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    async def _consume(
+        self,
+        consumer: AIOKafkaConsumer,
+        stop: asyncio.Event,
+        tasks: list[asyncio.Task[None]],
+        projection: ProjectionThread,
+    ) -> None:
         while not stop.is_set():
             if self.failure is not None:
                 raise self.failure
+            if projection.failure is not None:
+                raise projection.failure
             for task in tasks:
                 if task.done() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
