@@ -119,9 +119,13 @@ def _signed_in(
     page.goto("/login")
     page.fill("#username", username)
     page.fill("#password", PASSWORD)
-    page.click("#sign-in")
-    page.wait_for_load_state("networkidle")
-    assert "/login" not in page.url, page.inner_text("body")[:500]
+    # The form posts and redirects; waiting for that navigation, not for "networkidle": a signed-in page polls
+    # every refresh, and on a busy machine its callbacks may leave no half-second of quiet. A refusal stays on
+    # /login and says why.
+    with page.expect_navigation():
+        page.click("#sign-in")
+    if "/login" in page.url:
+        raise AssertionError(page.inner_text("body")[:500])
     return context, page
 
 

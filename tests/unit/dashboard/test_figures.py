@@ -36,7 +36,8 @@ def _by_key(figure: Any) -> dict[str, Any]:
 
 def _points(trace: Any) -> int:
     """Points a trace draws: None and NaN only break its line."""
-    return len([x for x in (trace.x if trace.x is not None else ()) if x is not None and x == x])
+    values = figures.untyped(trace.x)
+    return len([x for x in (values if values is not None else ()) if x is not None and x == x])
 
 
 def test_the_map_has_every_layer_in_its_fixed_order() -> None:
@@ -92,8 +93,9 @@ def test_at_city_scale_the_map_draws_a_grid_cell_choropleth_instead_of_markers()
     assert sum(_points(traces[f"devices {s}"]) for s in figures.STATUS_ORDER) == 0
     bins = [_points(traces[f"cells {label}"]) // 5 for _, _, label, _ in figures.HEALTH_BINS]
     assert bins == [1, 1, 1, 1, 1]  # 0 %, 10 %, 20 %, 40 %, 90 % down: one cell in each bin
-    assert _points(traces["cell summary"]) == 5
-    assert "9 not online" in traces["cell summary"].text[-1]
+    assert _points(traces["cell summary"]) == 4  # hover for the cells with something to say: not the all-online one
+    assert list(traces["cell summary"].customdata[-1]) == [GEOMETRY_CELLS[4], 10, 9, 90, 3]
+    assert "not online" in traces["cell summary"].hovertemplate
 
 
 GEOMETRY_CELLS = sorted(GEOMETRY.cells)
