@@ -66,6 +66,7 @@ class LoadOptions:
     trippers: float = 0.1  # share of devices that trip, with pattern "city"
     trip_period_s: float = 120.0
     trip_level: float = TRIP_LEVEL_CM
+    rotate_trippers: bool = False  # a new share of devices trips in each period (fresh incidents, not reopenings)
     keys: Path | None = None
     reconnect: bool = False
 
@@ -168,12 +169,18 @@ def parse_schedule(text: str) -> list[Step]:
 
 def city_level(device_index: int, devices: int, now_s: float, options: LoadOptions) -> float:
     """Pattern ``city``: the first ``trippers`` share of devices flood for 30 % of each period, at phases spread
-    over the period; the others (and trippers between floods) stay at 1-4 cm."""
+    over the period; the others (and trippers between floods) stay at 1-4 cm. With ``rotate_trippers`` the share
+    that floods moves on by its own size every period, so each period's floods are new incidents on other devices
+    (a device's incident reopened within the rules' ``close_after_s`` keeps its work order)."""
     quiet = 1.0 + device_index % 4
     tripping = max(1, round(devices * options.trippers)) if options.trippers > 0 else 0
-    if device_index >= tripping:
+    if not tripping:
         return quiet
-    phase = (now_s / options.trip_period_s + device_index / tripping) % 1.0
+    period = int(now_s // options.trip_period_s) if options.rotate_trippers else 0
+    index = (device_index - period * tripping) % devices
+    if index >= tripping:
+        return quiet
+    phase = (now_s / options.trip_period_s + index / tripping) % 1.0
     return options.trip_level if 0.4 <= phase < 0.7 else quiet
 
 
@@ -320,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trippers", type=float, default=0.1, help="pattern city: share of devices that flood")
     parser.add_argument("--trip-period", type=float, default=120.0, help="pattern city: seconds per flood cycle")
     parser.add_argument("--trip-level", type=float, default=TRIP_LEVEL_CM, help="pattern city: the flood's level")
+    parser.add_argument(
+        "--rotate-trippers", action="store_true", help="pattern city: other devices flood in each period"
+    )
     parser.add_argument("--keys", type=Path, help="append device_id,ts_ms,acknowledged for every sample sent")
     parser.add_argument("--reconnect", action="store_true", help="connect again when the broker drops a device")
     args = parser.parse_args(argv)
@@ -343,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             trippers=args.trippers,
             trip_period_s=args.trip_period,
             trip_level=args.trip_level,
+            rotate_trippers=args.rotate_trippers,
             keys=args.keys,
             reconnect=args.reconnect,
         )

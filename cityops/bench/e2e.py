@@ -4,8 +4,9 @@ broker as a baseline.
 Method. The bench instance gets the Helsinki pack, its water-level gauges (each its own MQTT connection and
 credentials) and four crews per department unit. `cityops ingest`, `persist`, `worker` and `dispatch` run as
 processes (cityops.pipeline). The load (``simulators.load --pattern city``, a separate process) offers stepped
-rates of readings; a small share of the gauges floods to 60 cm for part of every cycle, so incidents open (critical:
-dispatched at once, no correlation hold) and work orders go out to crews at a steady pace; an observer subscribed to
+rates of readings; a small share of the gauges (another one every minute) floods to 60 cm for part of the minute, so
+new incidents open (critical: dispatched at once, no correlation hold) and work orders go out to crews at every
+step; an observer subscribed to
 ``crews/+/tasks`` with the observer account records when each task arrives. The same ramp runs twice: one sample
 per message, and data loggers sending arrays of 12 samples per message (rates stay samples per second).
 
@@ -132,6 +133,7 @@ def _load(env: BenchEnvironment, name: str, schedule: str, samples: int) -> tupl
         "--trippers", "0.05",
         "--trip-period", "60",
         "--trip-level", "60",  # critical: dispatched at once, so the crew stage measures the machinery, not a hold
+        "--rotate-trippers",  # new gauges flood each minute: new incidents and work orders at every step
         "--keys", str(keys),
         output=output,
     )  # fmt: skip
@@ -491,8 +493,8 @@ def render(result: E2eResult, command: str) -> str:
         "",
         stamp(command),
         f"{result.gauges} water-level gauges of Helsinki, each its own MQTT connection and credentials, publish QoS 1 "
-        f"at stepped offered rates for {result.step_s:g} s each; 5 % of them flood to 60 cm for 30 % of every "
-        "minute (critical incidents: dispatched at once). `cityops ingest`, `persist`, `worker` and `dispatch` run as "
+        f"at stepped offered rates for {result.step_s:g} s each; every minute another 5 % of them flood to 60 cm "
+        "for 30 % of it (new critical incidents at every step: dispatched at once). `cityops ingest`, `persist`, `worker` and `dispatch` run as "
         "processes; an observer on `crews/+/tasks` records when each task arrives. A step is *sustained* when "
         f"every acknowledged sample is a row and, within {result.max_drain_s:g} s of the step's end, all are stored "
         "and the worker's committed offsets reach the end of `readings`. `lost`: acknowledged samples that are not "
