@@ -494,8 +494,9 @@ def render(result: E2eResult, command: str) -> str:
         stamp(command),
         f"{result.gauges} water-level gauges of Helsinki, each its own MQTT connection and credentials, publish QoS 1 "
         f"at stepped offered rates for {result.step_s:g} s each; every minute another 5 % of them flood to 60 cm "
-        "for 30 % of it (new critical incidents at every step: dispatched at once). `cityops ingest`, `persist`, `worker` and `dispatch` run as "
-        "processes; an observer on `crews/+/tasks` records when each task arrives. A step is *sustained* when "
+        "for 30 % of it (new critical incidents at every step: dispatched at once). `cityops ingest`, `persist`, "
+        "`worker` and `dispatch` run as processes; an observer on `crews/+/tasks` records when each task arrives. "
+        "A step is *sustained* when "
         f"every acknowledged sample is a row and, within {result.max_drain_s:g} s of the step's end, all are stored "
         "and the worker's committed offsets reach the end of `readings`. `lost`: acknowledged samples that are not "
         "rows; `duplicated`: records of one (device, ts) more than once on `readings` (rows cannot repeat: the "

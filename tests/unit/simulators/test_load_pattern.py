@@ -13,7 +13,7 @@ def flooding(now_s: float, options: LoadOptions) -> set[int]:
 
 
 def over_a_period(start_s: float, options: LoadOptions) -> set[int]:
-    return set().union(*(flooding(start_s + t, options) for t in range(0, 60)))
+    return set().union(*(flooding(start_s + t, options) for t in range(60)))
 
 
 def test_the_same_share_of_devices_floods_in_every_period() -> None:
