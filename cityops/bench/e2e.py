@@ -144,6 +144,12 @@ def _steps(path: Path) -> list[dict[str, object]]:
     return [step for step in read_json_lines(path) if float(str(step["rate"])) > 0]
 
 
+def _span(line: dict[str, object], samples: int) -> tuple[float, float]:
+    """The event times (ms) a load step's samples can carry: an array's samples are 1 ms apart and end at its
+    publish time, so the first message's earliest samples precede the step's start by up to ``samples - 1`` ms."""
+    return float(str(line["started_ms"])) - (samples - 1), float(str(line["ended_ms"]))
+
+
 def _acknowledged(keys: Path, start_ms: float, end_ms: float) -> set[tuple[str, int]]:
     found = set()
     if keys.exists():
@@ -245,6 +251,9 @@ def _wait_drained(
     deadline = time.time() + limit_s + 30
     while time.time() < deadline and (stored_at is None or worker_at is None):
         now_ms = time.time() * 1000
+        # The lag first: the count below can take a while on a large table, and would delay seeing it.
+        if worker_at is None and pipeline.lag().worker == 0:
+            worker_at = max(0.0, (now_ms - ended_ms) / 1000)
         if stored_at is None:
             [(count,)] = env.query(
                 "SELECT count(*) FROM readings WHERE device_id LIKE %(prefix)s AND ts >= to_timestamp(%(start)s) "
@@ -258,8 +267,6 @@ def _wait_drained(
                     window,
                 )
                 stored_at = max(0.0, (float(str(last)) - ended_ms) / 1000) if last is not None else 0.0
-        if worker_at is None and pipeline.lag().worker == 0:
-            worker_at = max(0.0, (now_ms - ended_ms) / 1000)
         time.sleep(0.25)
     return stored_at, worker_at
 
@@ -339,7 +346,7 @@ def run_e2e_bench(
                 while load.poll() is None or seen < len(ramp):
                     lines = _steps(load_output)
                     for line in lines[seen:]:
-                        started, ended = float(str(line["started_ms"])), float(str(line["ended_ms"]))
+                        started, ended = _span(line, samples)
                         acked = int(str(line["acknowledged"])) * samples
                         window = {"prefix": PREFIX + "%", "start": started / 1000, "end": ended / 1000}
                         drain, worker = _wait_drained(env, pipeline, ended, acked, window, max_drain_s)
@@ -378,7 +385,7 @@ def _judge(
     )
     steps = []
     for line, drain, worker, cores in measured:
-        started, ended = float(str(line["started_ms"])), float(str(line["ended_ms"]))
+        started, ended = _span(line, samples)
         acknowledged = _acknowledged(keys, started, ended)
         window = {"prefix": PREFIX + "%", "start": started / 1000, "end": ended / 1000}
         rows = env.query(
