@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import string
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -24,6 +25,15 @@ def _install_jars(libs: str) -> str:
     return (
         f"mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory={libs}   (or: make install)"
     )
+
+
+def new_cluster_id(draw: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id as Kafka's ``Uuid.randomUuid`` makes one: 16 random bytes in URL-safe base64 without
+    padding, never starting with ``-`` (the storage tool would read such an id as an option and refuse it)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(draw()).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 class Kafka(ManagedService):
@@ -82,11 +92,9 @@ class Kafka(ManagedService):
     def _format_storage(self) -> None:
         """Format the KRaft metadata log once; the cluster id is kept so re-formatting never happens by accident."""
         cluster_id_path = self.home / "cluster.id"
-        if not cluster_id_path.exists():
-            # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding, as `random-uuid` prints.
-            import base64
-
-            cluster_id_path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+        kept = cluster_id_path.read_text().strip() if cluster_id_path.exists() else ""
+        if not kept or kept.startswith("-"):  # none yet, or one an older cityops drew that formatting refused
+            cluster_id_path.write_text(new_cluster_id() + "\n")
         cluster_id = cluster_id_path.read_text().strip()
         command = self._java(
             "kafka.tools.StorageTool",
