@@ -221,8 +221,8 @@ def clean_instance(state_dir: Path, port_base: int, *, report: Report = _quiet) 
     if state_dir.exists():
         shutil.rmtree(state_dir)
     report(f"starting services of its own under {state_dir}")
-    supervisor.up(report=report)
     try:
+        supervisor.up(report=report)
         yield settings
     finally:
         Supervisor(settings).down(report=report)

@@ -42,7 +42,8 @@ class Supervisor:
     def up(self, report: Report = _quiet_report) -> list[str]:
         """Start what is not running, wait until everything is healthy; return the names started now.
 
-        Missing programs are reported all at once, before anything starts. Starting twice is harmless.
+        Missing programs are reported all at once, before anything starts. Starting twice is harmless. If a service
+        fails to start or to become healthy, the ones this call started are stopped before the error is raised.
         """
         missing: list[str] = []
         for service in self.services:
@@ -54,22 +55,29 @@ class Supervisor:
             raise ServiceError("cannot start the local services:\n  " + "\n  ".join(missing))
 
         started: list[ManagedService] = []
-        for service in self.services:
-            if service.recorded_pid() is not None:
-                report(f"{service.name}: already running (pid {service.recorded_pid()})")
-                continue
-            service.check_ports_free()
-            report(f"{service.name}: preparing")
-            service.prepare()
-            report(f"{service.name}: starting")
-            service.spawn()
-            started.append(service)
+        try:
+            for service in self.services:
+                if service.recorded_pid() is not None:
+                    report(f"{service.name}: already running (pid {service.recorded_pid()})")
+                    continue
+                service.check_ports_free()
+                report(f"{service.name}: preparing")
+                service.prepare()
+                report(f"{service.name}: starting")
+                service.spawn()
+                started.append(service)
 
-        deadline = time.monotonic() + self.settings.services.start_timeout_s
-        for service in self.services:
-            health = service.wait_healthy(deadline)
-            report(f"{service.name}: healthy - {health.detail}")
-            service.after_healthy()
+            deadline = time.monotonic() + self.settings.services.start_timeout_s
+            for service in self.services:
+                health = service.wait_healthy(deadline)
+                report(f"{service.name}: healthy - {health.detail}")
+                service.after_healthy()
+        except BaseException:
+            # All or nothing: what this call started is stopped again, so a failed start leaves no process behind.
+            for service in reversed(started):
+                if service.stop():
+                    report(f"{service.name}: stopped again, as the start failed")
+            raise
         return [service.name for service in started]
 
     def status(self) -> list[ServiceStatus]:

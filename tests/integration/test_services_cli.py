@@ -112,3 +112,18 @@ def test_up_reports_what_is_missing_and_how_to_install_it(cli_env: dict[str, str
     assert "apt-get install -y mosquitto" in message
     assert "kafka: the program 'no-java-here' is not installed" in message
     assert our_processes() == []
+
+
+def test_a_failed_start_stops_what_it_had_started(cli_env: dict[str, str]) -> None:
+    # `false` is installed, so Kafka passes the install check, then fails (formatting its storage, or at start-up
+    # if an earlier test formatted it) after PostgreSQL and Mosquitto were started: the error is Kafka's, and
+    # neither of the others is left running.
+    result = cityops(cli_env | {"CITYOPS_SERVICES__JAVA_BIN": "false"}, "services", "up")
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "error: kafka" in output
+    assert "postgres: stopped again, as the start failed" in output
+    assert "mosquitto: stopped again, as the start failed" in output
+    assert our_processes() == []
+    status = cityops(cli_env, "services", "status")
+    assert status.stdout.count("stopped") == 3
