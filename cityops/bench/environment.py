@@ -48,12 +48,14 @@ class BenchEnvironment:
             shutil.rmtree(BENCH_STATE_DIR)
         report("starting the benchmark's own services (clean state)")
         supervisor.up(report=report)
-        migrate(settings.db.conninfo(), MIGRATIONS_DIR)
-        env = cls(settings, supervisor, BENCH_STATE_DIR / "logs" / "processes", report)
         try:
-            yield env
+            migrate(settings.db.conninfo(), MIGRATIONS_DIR)
+            env = cls(settings, supervisor, BENCH_STATE_DIR / "logs" / "processes", report)
+            try:
+                yield env
+            finally:
+                env.stop_all()
         finally:
-            env.stop_all()
             supervisor.down()
 
     # -- processes -----------------------------------------------------------------------------------------
