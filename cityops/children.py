@@ -17,7 +17,7 @@ def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
     """User + system CPU time of a process (and, optionally, of its direct children, e.g. PostgreSQL backends)."""
     total = _own_cpu(pid)
     if with_children:
-        for child in _children(pid):
+        for child in child_pids(pid):
             total += _own_cpu(child)
     return total
 
@@ -30,7 +30,7 @@ def _own_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -25,7 +25,16 @@ from pathlib import Path
 
 import psycopg
 
-from cityops.pipeline import Child, PipelineError, http_ok, port_open, prepare_city, tail, wait_ready
+from cityops.pipeline import (
+    Child,
+    PipelineError,
+    http_ok,
+    port_open,
+    prepare_city,
+    tail,
+    wait_ready,
+    write_scaled_sla,
+)
 from cityops.settings import Settings
 
 Report = Callable[[str], None]
@@ -80,7 +89,12 @@ class Demo:
             Child("ingest", ("ingest",), lambda: port_open(s.ingest.metrics_host, s.ingest.metrics_port)),
             Child("persist", ("persist",), lambda: port_open(s.persist.metrics_host, s.persist.metrics_port)),
             Child("worker", ("worker",), lambda: True),
-            Child("dispatch", ("dispatch",), lambda: port_open(s.dispatch.metrics_host, s.dispatch.metrics_port)),
+            Child(
+                "dispatch",
+                ("dispatch",),
+                lambda: port_open(s.dispatch.metrics_host, s.dispatch.metrics_port),
+                env=self.dispatch_clock(),
+            ),
             Child("api", ("api",), lambda: http_ok(f"http://{s.api.host}:{s.api.port}/health")),
             Child("dashboard", ("dashboard",), lambda: http_ok(f"http://{s.dashboard.host}:{s.dashboard.port}/login")),
         ]
@@ -97,6 +111,21 @@ class Demo:
             self.report(f"starting cityops {child.name}")
             self._start(child)
         wait_ready(self.children, timeout_s=120, report=self.report)
+
+    def dispatch_clock(self) -> dict[str, str]:
+        """The dispatcher's waits in the simulation's time: with the city running ``speed`` times faster than the
+        wall clock, the correlation hold, the service levels and the verification periods are divided by it, so
+        orders are held, breached and closed at the pace of the city on the screen (what the scenario test does).
+        Without the simulator the city runs in real time and the dispatcher keeps its settings."""
+        if not self.plan.simulate or self.plan.speed <= 1:
+            return {}
+        factor = 1 / self.plan.speed
+        sla = write_scaled_sla(self.log_dir / "sla.toml", factor, source=self.settings.dispatch.sla_file)
+        return {
+            "CITYOPS_DISPATCH__SLA_FILE": str(sla),
+            "CITYOPS_DISPATCH__HOLD_S": f"{self.settings.dispatch.hold_s * factor:g}",
+            "CITYOPS_DISPATCH__TIMER_INTERVAL_S": f"{min(self.settings.dispatch.timer_interval_s, 1.0):g}",
+        }
 
     def _start(self, child: Child) -> None:
         child.start(self.settings, self.log_dir)

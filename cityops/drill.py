@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psycopg
 
-from cityops.children import _children as child_pids
+from cityops.children import child_pids
 from cityops.paths import DEFAULT_STATE_DIR, REPO_ROOT
 from cityops.pipeline import (
     Child,
