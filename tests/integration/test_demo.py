@@ -68,7 +68,9 @@ def demo(settings: Settings) -> Iterator[DemoRun]:
     Supervisor(instance).down()  # anything an interrupted run left
     if state_dir.exists():
         shutil.rmtree(state_dir)
-    process = CityopsProcess(instance, "demo", log_dir=state_dir.parent / "logs-demo", COLUMNS="200").start()
+    log_dir = state_dir.parent / "logs-demo"  # appended to: an earlier run's "up" line must not be read as this one's
+    shutil.rmtree(log_dir, ignore_errors=True)
+    process = CityopsProcess(instance, "demo", log_dir=log_dir, COLUMNS="200").start()
     try:
         deadline = time.monotonic() + UP_TIMEOUT_S
         while READY_LINE not in process.output():
