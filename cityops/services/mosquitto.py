@@ -20,6 +20,7 @@ from cityops.paths import INFRA_DIR
 from cityops.services.base import (
     Health,
     ManagedService,
+    ServiceError,
     chown_tree,
     require_binary,
     running_as_root,
@@ -170,12 +171,38 @@ class Mosquitto(ManagedService):
         binary = require_binary(self.name, self.settings.services.mosquitto_bin, _INSTALL)
         self._popen([binary, "-c", str(self.home / "mosquitto.conf")])
 
-    def reload(self) -> bool:
+    def reload(self, *, attempts: int = 3, confirm_timeout_s: float = 10.0) -> bool:
+        """SIGHUP, and wait until the broker's log says it re-reads its files; False if it does not run here.
+
+        Mosquitto notes a SIGHUP in a flag and clears the flag only after the reload, so a SIGHUP that arrives
+        while an earlier one is being handled is lost (two provisioning steps a moment apart left the crews'
+        accounts unknown to the broker). Its "Reloading config." line is written before it reads the files: one
+        that appears after the signal was sent proves that files written before it are read. Without it the
+        signal is sent again."""
         pid = self.recorded_pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGHUP)
-        return True
+        for _ in range(attempts):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            os.kill(pid, signal.SIGHUP)
+            deadline = time.monotonic() + confirm_timeout_s
+            while time.monotonic() < deadline:
+                if self._logged_since(offset, b"Reloading config."):
+                    return True
+                time.sleep(0.05)
+        raise ServiceError(
+            f"mosquitto (pid {pid}) did not reload its password and ACL files after {attempts} SIGHUPs. "
+            f"{self.logs_excerpt()}"
+        )
+
+    def _logged_since(self, offset: int, text: bytes) -> bool:
+        try:
+            with self.log_path.open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(offset if offset <= size else 0)  # a smaller file was started anew
+                return text in log.read()
+        except OSError:
+            return False
 
     # -- health --------------------------------------------------------------------------------------------
     def probe(self) -> Health:

@@ -178,6 +178,23 @@ def test_reloading_accounts_keeps_connected_clients(broker: Mosquitto, settings:
         watcher.close()
 
 
+def test_accounts_added_in_quick_succession_can_all_log_in_at_once(broker: Mosquitto, settings: Settings) -> None:
+    # Provisioning devices and then crews reloads the broker twice within a moment; a SIGHUP that arrives while the
+    # previous one is handled is lost by Mosquitto, so each reload is confirmed (and repeated) before it returns.
+    accounts = broker.registry_accounts()
+    added = []
+    try:
+        for n in range(8):
+            username = f"test-burst-{n}"
+            PASSWORDS[username] = f"pw-burst-{n}"
+            added.append(device_account(username, hash_password(PASSWORDS[username])))
+            broker.set_registry_accounts([*accounts, *added])
+        for account in added:  # no waiting: each set_registry_accounts returned after the broker re-read its files
+            connect(settings, account.username).close()
+    finally:
+        broker.set_registry_accounts(accounts)
+
+
 def test_removing_an_account_restarts_the_broker_and_revokes_it(broker: Mosquitto, settings: Settings) -> None:
     # A persistent session of the account to be removed, offline when the account goes (the case that crashes
     # Mosquitto 2.0.11 on a SIGHUP reload).
